@@ -1,0 +1,89 @@
+//! Turning request bytes into typed bodies with ARM's errors.
+
+use crate::ArmError;
+use serde::de::DeserializeOwned;
+
+/// Parses a JSON body into `T`. Invalid JSON, wrong types and missing required properties
+/// become `InvalidRequestContent` naming the JSON path; unknown properties are ignored.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ArmError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ArmError::invalid_request_content("The request body is empty"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let detail = if path == "." || path.is_empty() {
+            inner.to_string()
+        } else {
+            format!("{inner}. Path '{path}'")
+        };
+        let err = ArmError::invalid_request_content(detail);
+        if path == "." || path.is_empty() {
+            err
+        } else {
+            err.with_target(path)
+        }
+    })
+}
+
+/// A required property, or `InvalidRequestContent` naming it.
+pub fn required<T>(value: Option<T>, path: &str) -> Result<T, ArmError> {
+    value.ok_or_else(|| {
+        ArmError::invalid_request_content(format!("Required property '{path}' not found in JSON"))
+            .with_target(path)
+    })
+}
+
+/// Matches `value` case-insensitively against `allowed`, returning the canonical spelling.
+pub fn enum_value(
+    value: &str,
+    allowed: &'static [&'static str],
+    path: &str,
+) -> Result<&'static str, ArmError> {
+    allowed
+        .iter()
+        .copied()
+        .find(|a| a.eq_ignore_ascii_case(value))
+        .ok_or_else(|| ArmError::invalid_parameter_value(path, value).with_target(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Probe {
+        properties: Option<Inner>,
+    }
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Inner {
+        v_cores: Option<i32>,
+    }
+
+    #[test]
+    fn bad_json_wrong_types_and_empty_bodies() {
+        assert_eq!(parse::<Probe>(b"{").unwrap_err().code, "InvalidRequestContent");
+        assert_eq!(parse::<Probe>(b"  ").unwrap_err().code, "InvalidRequestContent");
+        let e = parse::<Probe>(br#"{"properties":{"vCores":"eight"}}"#).unwrap_err();
+        assert_eq!(e.code, "InvalidRequestContent");
+        assert_eq!(e.target.as_deref(), Some("properties.vCores"));
+        assert!(parse::<Probe>(br#"{"unknown":1,"properties":{"other":true}}"#).is_ok());
+    }
+
+    #[test]
+    fn enums_are_case_insensitive_and_canonical() {
+        assert_eq!(enum_value("manual", &["Manual", "Automatic"], "p").unwrap(), "Manual");
+        let e = enum_value("Sometimes", &["Manual", "Automatic"], "p").unwrap_err();
+        assert_eq!((e.code.as_str(), e.target.as_deref()), ("InvalidParameterValue", Some("p")));
+    }
+
+    #[test]
+    fn required_names_the_path() {
+        let e = required::<i32>(None, "properties.administratorLogin").unwrap_err();
+        assert_eq!(e.target.as_deref(), Some("properties.administratorLogin"));
+    }
+}

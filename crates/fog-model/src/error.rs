@@ -1,0 +1,198 @@
+//! The ARM error envelope and the catalogue of codes fogd emits.
+//!
+//! Every failure that reaches a client is an [`ArmError`]: an HTTP status, a PascalCase
+//! `code`, a human `message` and an optional `target` (the offending property or path).
+//! Catalogue entries carry the verbatim messages from the Microsoft.Sql reference; the few
+//! ARM-level codes outside that catalogue follow ARM's own conventions.
+
+use serde::Serialize;
+
+/// An error as ARM reports it: `{"error":{"code","message","target"?}}` with an HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, serde::Deserialize)]
+#[error("({code}) {message}")]
+pub struct ArmError {
+    /// HTTP status code of the response that carries this error.
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub target: Option<String>,
+}
+
+impl ArmError {
+    pub fn new(status: u16, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+            target: None,
+        }
+    }
+
+    /// Names the property or path the error is about.
+    pub fn with_target(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+
+    /// The JSON body of an error response.
+    pub fn envelope(&self) -> serde_json::Value {
+        let mut e = serde_json::json!({ "code": self.code, "message": self.message });
+        if let Some(t) = &self.target {
+            e["target"] = serde_json::Value::String(t.clone());
+        }
+        serde_json::json!({ "error": e })
+    }
+}
+
+/// Declares one constructor per catalogue entry: `fn name(args) -> ArmError`, where `{0}`…
+/// placeholders in the message are filled positionally.
+macro_rules! catalogue {
+    ($( $(#[$doc:meta])* $fn_name:ident ( $($arg:ident),* ) => $status:literal, $code:literal, $msg:literal; )*) => {
+        impl ArmError {
+            $(
+                $(#[$doc])*
+                #[allow(clippy::new_ret_no_self)]
+                pub fn $fn_name($($arg: impl std::fmt::Display),*) -> ArmError {
+                    #[allow(unused_mut)]
+                    let mut message = String::from($msg);
+                    let _args: Vec<String> = vec![$($arg.to_string()),*];
+                    for (i, a) in _args.iter().enumerate() {
+                        message = message.replace(&format!("{{{i}}}"), a);
+                    }
+                    ArmError::new($status, $code, message)
+                }
+            )*
+        }
+    };
+}
+
+catalogue! {
+    // ---- ARM-level conditions (outside the SQL catalogue) ----
+    /// `api-version` query parameter absent.
+    missing_api_version() => 400, "MissingApiVersionParameter",
+        "The api-version query parameter (?api-version=) is required for all requests.";
+    /// `api-version` present but not one fogd serves.
+    invalid_api_version(version, supported) => 400, "InvalidApiVersionParameter",
+        "The api-version '{0}' is invalid. The supported versions are '{1}'.";
+    /// No `Authorization` header.
+    authentication_missing() => 401, "AuthenticationFailed",
+        "Authentication failed. The 'Authorization' header is missing.";
+    /// Wrong bearer token or wrong scheme.
+    invalid_token() => 401, "InvalidAuthenticationToken",
+        "The access token is invalid.";
+    /// Body is not JSON, has wrong types, or lacks a required property.
+    invalid_request_content(detail) => 400, "InvalidRequestContent",
+        "The request content was invalid and could not be deserialized: '{0}'.";
+    /// A property holds a value outside its allowed set.
+    invalid_parameter_value(name, value) => 400, "InvalidParameterValue",
+        "Invalid value '{1}' given for parameter '{0}'. Specify a valid parameter value.";
+    /// The body exceeded the server's size limit.
+    request_too_large(limit) => 413, "RequestEntityTooLarge",
+        "The request content size exceeds the maximum allowed size of {0} bytes.";
+    /// The path does not name a resource type fogd serves.
+    invalid_resource_type(path) => 404, "InvalidResourceType",
+        "The resource type could not be found for the path '{0}'.";
+    /// The method is not defined for the addressed resource.
+    method_not_allowed(method) => 405, "MethodNotAllowed",
+        "The HTTP method '{0}' is not supported for the addressed resource.";
+    /// Subscription segment is not a GUID.
+    invalid_subscription_id(id) => 400, "InvalidSubscriptionId",
+        "The provided subscription identifier '{0}' is malformed or invalid.";
+    /// Resource group segment fails ARM's naming rules.
+    invalid_resource_group_name(name) => 400, "ResourceGroupNameInvalid",
+        "Resource group name '{0}' is invalid. It must be 1-90 characters of letters, digits, '_', '-', '.', '(' or ')', and must not end with '.'.";
+    /// Tracked resource not found (ARM's pattern for managed instances).
+    tracked_resource_not_found(kind, name, rg) => 404, "ResourceNotFound",
+        "The Resource '{0}/{1}' under resource group '{2}' was not found.";
+    /// Child/proxy resource not found (Microsoft.Sql's pattern).
+    child_resource_not_found(kind, name) => 404, "ResourceNotFound",
+        "The requested resource of type '{0}' with name '{1}' was not found.";
+    /// `location` absent on a create.
+    location_required() => 400, "LocationRequired",
+        "The location property is required for this definition.";
+    /// PUT on an existing resource tries to move it.
+    invalid_resource_location(name, existing, requested) => 400, "InvalidResourceLocation",
+        "The resource '{0}' already exists in location '{1}'. A resource with the same name cannot be created in location '{2}'.";
+    /// PUT/PATCH tries to change a create-only property.
+    property_change_not_allowed(property) => 409, "PropertyChangeNotAllowed",
+        "Changing property '{0}' is not allowed.";
+    /// Status URL for an operation id fogd does not know.
+    operation_id_not_found() => 404, "OperationIdNotFound",
+        "The operation with Id does not exist.";
+
+    // ---- Microsoft.Sql catalogue ----
+    /// Malformed managed instance name or id.
+    invalid_server_name() => 400, "InvalidServerName", "Invalid server name specified.";
+    /// NUL or invalid Unicode in a name.
+    invalid_identifier() => 400, "InvalidIdentifier",
+        "The identifier contains NULL or an invalid unicode character.";
+    /// Over-long name.
+    token_too_long() => 400, "TokenTooLong", "The provided token is too long.";
+    /// Invalid sku.
+    invalid_sku() => 400, "InvalidSku", "The user specified an invalid sku.";
+    /// A managed instance id inside a body does not resolve.
+    server_not_found() => 400, "ServerNotFound", "The requested server was not found.";
+    /// Reserved database name on create.
+    reserved_database_name() => 400, "CannotUseReservedDatabaseName",
+        "Cannot use reserved database name in this operation.";
+    /// Another operation runs on the instance.
+    conflicting_server_operation() => 409, "ConflictingServerOperation",
+        "An operation is currently in progress for the server.";
+    /// Another operation runs on the managed instance (managed-instance catalogue).
+    conflicting_managed_instance_operation() => 409, "ConflictingManagedInstanceOperation",
+        "An operation is currently in progress for the managed instance.";
+    /// Generic LRO failure.
+    operation_timed_out() => 500, "OperationTimedOut",
+        "The operation timed out and automatically rolled back. Please retry the operation.";
+    /// An operation was interrupted and could not be completed.
+    operation_interrupted() => 409, "OperationInterrupted",
+        "The operation on the resource could not be completed because it was interrupted by another operation on the same resource.";
+}
+
+impl ArmError {
+    /// The managed instance named in the path does not exist.
+    pub fn managed_instance_not_found(name: &str, rg: &str) -> Self {
+        Self::tracked_resource_not_found("Microsoft.Sql/managedInstances", name, rg)
+    }
+
+    /// The managed database named in the path does not exist.
+    pub fn managed_database_not_found(name: &str) -> Self {
+        Self::child_resource_not_found("Microsoft.Sql/managedInstances/databases", name)
+    }
+
+    /// An internal failure, reported without leaking internals into the message.
+    pub fn internal(context: impl std::fmt::Display) -> Self {
+        ArmError::new(
+            500,
+            "InternalServerError",
+            format!("An internal error occurred: {context}."),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_filled_in_order() {
+        let e = ArmError::invalid_api_version("1999-01-01", "2025-01-01");
+        assert_eq!(e.status, 400);
+        assert_eq!(e.code, "InvalidApiVersionParameter");
+        assert_eq!(
+            e.message,
+            "The api-version '1999-01-01' is invalid. The supported versions are '2025-01-01'."
+        );
+    }
+
+    #[test]
+    fn envelope_omits_absent_target_and_status() {
+        let v = ArmError::invalid_sku().envelope();
+        assert_eq!(v["error"]["code"], "InvalidSku");
+        assert!(v["error"].get("target").is_none());
+        assert!(v["error"].get("status").is_none());
+        let v = ArmError::invalid_sku().with_target("sku.name").envelope();
+        assert_eq!(v["error"]["target"], "sku.name");
+    }
+}
