@@ -47,9 +47,15 @@ mod tests {
     #[test]
     fn rejects_missing_and_unknown() {
         assert_eq!(check(None).unwrap_err().code, "MissingApiVersionParameter");
-        assert_eq!(check(Some("")).unwrap_err().code, "MissingApiVersionParameter");
+        assert_eq!(
+            check(Some("")).unwrap_err().code,
+            "MissingApiVersionParameter"
+        );
         let e = check(Some("2019-01-01")).unwrap_err();
-        assert_eq!((e.status, e.code.as_str()), (400, "InvalidApiVersionParameter"));
+        assert_eq!(
+            (e.status, e.code.as_str()),
+            (400, "InvalidApiVersionParameter")
+        );
         assert!(e.message.contains("2025-01-01"));
     }
 }

@@ -7,7 +7,9 @@ use serde::de::DeserializeOwned;
 /// become `InvalidRequestContent` naming the JSON path; unknown properties are ignored.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ArmError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(ArmError::invalid_request_content("The request body is empty"));
+        return Err(ArmError::invalid_request_content(
+            "The request body is empty",
+        ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -66,8 +68,14 @@ mod tests {
 
     #[test]
     fn bad_json_wrong_types_and_empty_bodies() {
-        assert_eq!(parse::<Probe>(b"{").unwrap_err().code, "InvalidRequestContent");
-        assert_eq!(parse::<Probe>(b"  ").unwrap_err().code, "InvalidRequestContent");
+        assert_eq!(
+            parse::<Probe>(b"{").unwrap_err().code,
+            "InvalidRequestContent"
+        );
+        assert_eq!(
+            parse::<Probe>(b"  ").unwrap_err().code,
+            "InvalidRequestContent"
+        );
         let e = parse::<Probe>(br#"{"properties":{"vCores":"eight"}}"#).unwrap_err();
         assert_eq!(e.code, "InvalidRequestContent");
         assert_eq!(e.target.as_deref(), Some("properties.vCores"));
@@ -76,9 +84,15 @@ mod tests {
 
     #[test]
     fn enums_are_case_insensitive_and_canonical() {
-        assert_eq!(enum_value("manual", &["Manual", "Automatic"], "p").unwrap(), "Manual");
+        assert_eq!(
+            enum_value("manual", &["Manual", "Automatic"], "p").unwrap(),
+            "Manual"
+        );
         let e = enum_value("Sometimes", &["Manual", "Automatic"], "p").unwrap_err();
-        assert_eq!((e.code.as_str(), e.target.as_deref()), ("InvalidParameterValue", Some("p")));
+        assert_eq!(
+            (e.code.as_str(), e.target.as_deref()),
+            ("InvalidParameterValue", Some("p"))
+        );
     }
 
     #[test]

@@ -52,8 +52,10 @@ impl DatabaseBody {
             .collation
             .unwrap_or_else(|| crate::instance::DEFAULT_COLLATION.to_string());
         if collation.is_empty() || collation.len() > 128 {
-            return Err(ArmError::invalid_parameter_value("properties.collation", &collation)
-                .with_target("properties.collation"));
+            return Err(
+                ArmError::invalid_parameter_value("properties.collation", &collation)
+                    .with_target("properties.collation"),
+            );
         }
         Ok(DatabaseSpec {
             tags: self.tags.unwrap_or_default(),
@@ -141,7 +143,10 @@ mod tests {
             .unwrap()
             .into_create_spec("eastus")
             .unwrap_err();
-        assert_eq!((e.code.as_str(), e.target.as_deref()), ("InvalidParameterValue", Some("location")));
+        assert_eq!(
+            (e.code.as_str(), e.target.as_deref()),
+            ("InvalidParameterValue", Some("location"))
+        );
         let e = parse::<DatabaseBody>(br#"{"properties":{"createMode":"PointInTimeRestore"}}"#)
             .unwrap()
             .into_create_spec("eastus")

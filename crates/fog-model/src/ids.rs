@@ -64,9 +64,7 @@ impl ManagedInstanceId {
         ];
         let shape_ok = parts.len() == 9
             && parts[0].is_empty()
-            && fixed
-                .iter()
-                .all(|(i, s)| parts[*i].eq_ignore_ascii_case(s));
+            && fixed.iter().all(|(i, s)| parts[*i].eq_ignore_ascii_case(s));
         if !shape_ok {
             return Err(ArmError::invalid_server_name());
         }
@@ -99,7 +97,10 @@ mod tests {
     fn parses_case_insensitively_and_round_trips() {
         let raw = "/SUBSCRIPTIONS/00000000-1111-2222-3333-44444444444A/resourcegroups/Rg1/Providers/microsoft.sql/MANAGEDINSTANCES/mi-1";
         let id = ManagedInstanceId::parse(raw).unwrap();
-        assert_eq!(id.scope.subscription, "00000000-1111-2222-3333-44444444444a");
+        assert_eq!(
+            id.scope.subscription,
+            "00000000-1111-2222-3333-44444444444a"
+        );
         assert_eq!(id.scope.resource_group, "Rg1");
         assert_eq!(
             id.to_string(),
@@ -119,6 +120,9 @@ mod tests {
             assert!(ManagedInstanceId::parse(bad).is_err(), "{bad}");
         }
         let bad_name = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg/providers/Microsoft.Sql/managedInstances/BAD_";
-        assert_eq!(ManagedInstanceId::parse(bad_name).unwrap_err().code, "InvalidServerName");
+        assert_eq!(
+            ManagedInstanceId::parse(bad_name).unwrap_err().code,
+            "InvalidServerName"
+        );
     }
 }

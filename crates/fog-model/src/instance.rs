@@ -10,7 +10,9 @@ use time::OffsetDateTime;
 pub const RESOURCE_TYPE: &str = "Microsoft.Sql/managedInstances";
 
 /// Allowed `sku.name` values, canonical spelling.
-pub const SKU_NAMES: &[&str] = &["GP_Gen5", "GP_G8IM", "GP_G8IH", "BC_Gen5", "BC_G8IM", "BC_G8IH"];
+pub const SKU_NAMES: &[&str] = &[
+    "GP_Gen5", "GP_G8IM", "GP_G8IH", "BC_Gen5", "BC_G8IM", "BC_G8IH",
+];
 /// Allowed `vCores`.
 pub const V_CORES: &[i32] = &[4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 56, 64, 80, 96, 128];
 /// `databaseFormat` (the update policy).
@@ -167,12 +169,10 @@ fn v_cores(props: Option<i32>, sku: Option<i32>) -> Result<Option<i32>, ArmError
 
 fn storage(value: Option<i32>) -> Result<Option<i32>, ArmError> {
     match value {
-        Some(v) if !(32..=32768).contains(&v) || v % 32 != 0 => {
-            Err(
-                ArmError::invalid_parameter_value("properties.storageSizeInGB", v)
-                    .with_target("properties.storageSizeInGB"),
-            )
-        }
+        Some(v) if !(32..=32768).contains(&v) || v % 32 != 0 => Err(
+            ArmError::invalid_parameter_value("properties.storageSizeInGB", v)
+                .with_target("properties.storageSizeInGB"),
+        ),
         other => Ok(other),
     }
 }
@@ -220,11 +220,11 @@ pub fn validate_login(login: &str) -> Result<(), ArmError> {
     let ok = !login.is_empty()
         && login.len() <= 63
         && login.starts_with(|c: char| c.is_ascii_alphabetic())
-        && login
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && login.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !login.to_ascii_lowercase().starts_with("pg_")
-        && !RESERVED_LOGINS.iter().any(|r| r.eq_ignore_ascii_case(login));
+        && !RESERVED_LOGINS
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(login));
     if ok {
         Ok(())
     } else {
@@ -259,8 +259,10 @@ impl InstanceBody {
             .transpose()?;
         let collation = props.collation.unwrap_or_else(|| DEFAULT_COLLATION.into());
         if collation.is_empty() || collation.len() > 128 {
-            return Err(ArmError::invalid_parameter_value("properties.collation", &collation)
-                .with_target("properties.collation"));
+            return Err(
+                ArmError::invalid_parameter_value("properties.collation", &collation)
+                    .with_target("properties.collation"),
+            );
         }
         Ok(InstanceSpec {
             location: names::location_key(&location),
@@ -313,7 +315,11 @@ impl InstanceBody {
                     .with_target("properties.collation"));
             }
         }
-        if props.dns_zone_partner.as_deref().is_some_and(|p| !p.is_empty()) {
+        if props
+            .dns_zone_partner
+            .as_deref()
+            .is_some_and(|p| !p.is_empty())
+        {
             return Err(ArmError::property_change_not_allowed("dnsZonePartner")
                 .with_target("properties.dnsZonePartner"));
         }
@@ -452,7 +458,10 @@ impl InstanceRecord {
             self.tags = tags.clone();
         }
         let cores = changes.v_cores.unwrap_or(self.sku.capacity);
-        let name = changes.sku_name.clone().unwrap_or_else(|| self.sku.name.clone());
+        let name = changes
+            .sku_name
+            .clone()
+            .unwrap_or_else(|| self.sku.name.clone());
         self.sku = Sku::from_name(&name, cores);
         if let Some(s) = changes.storage_size_in_gb {
             self.storage_size_in_gb = s;
@@ -493,37 +502,76 @@ mod tests {
         assert_eq!(s.database_format, "SQLServer2022");
         assert_eq!(s.collation, DEFAULT_COLLATION);
         let bc = Sku::from_name("BC_G8IM", 8);
-        assert_eq!((bc.tier.as_str(), bc.family.as_str()), ("BusinessCritical", "G8IM"));
+        assert_eq!(
+            (bc.tier.as_str(), bc.family.as_str()),
+            ("BusinessCritical", "G8IM")
+        );
     }
 
     #[test]
     fn create_errors_name_code_and_target() {
         let cases: &[(&str, &str, Option<&str>)] = &[
             (r#"{"properties":{}}"#, "LocationRequired", None),
-            (r#"{"location":"eastus","properties":{"administratorLoginPassword":"S0me-Str0ng-Pass!"}}"#,
-             "InvalidRequestContent", Some("properties.administratorLogin")),
-            (r#"{"location":"eastus","sku":{"name":"XX_Gen5"},"properties":{"administratorLogin":"a","administratorLoginPassword":"S0me-Str0ng-Pass!"}}"#,
-             "InvalidSku", Some("sku.name")),
-            (r#"{"location":"eastus","sku":{"name":"GP_Gen5","tier":"BusinessCritical"},"properties":{"administratorLogin":"a","administratorLoginPassword":"S0me-Str0ng-Pass!"}}"#,
-             "InvalidSku", Some("sku.tier")),
-            (r#"{"location":"eastus","properties":{"administratorLogin":"a","administratorLoginPassword":"S0me-Str0ng-Pass!","vCores":5}}"#,
-             "InvalidParameterValue", Some("properties.vCores")),
-            (r#"{"location":"eastus","properties":{"administratorLogin":"a","administratorLoginPassword":"S0me-Str0ng-Pass!","storageSizeInGB":33}}"#,
-             "InvalidParameterValue", Some("properties.storageSizeInGB")),
-            (r#"{"location":"eastus","properties":{"administratorLogin":"a","administratorLoginPassword":"S0me-Str0ng-Pass!","storageSizeInGB":32800}}"#,
-             "InvalidParameterValue", Some("properties.storageSizeInGB")),
-            (r#"{"location":"eastus","properties":{"administratorLogin":"a","administratorLoginPassword":"S0me-Str0ng-Pass!","databaseFormat":"Latest"}}"#,
-             "InvalidParameterValue", Some("properties.databaseFormat")),
-            (r#"{"location":"eastus","properties":{"administratorLogin":"a","administratorLoginPassword":"short"}}"#,
-             "PasswordTooShort", Some("properties.administratorLoginPassword")),
-            (r#"{"location":"eastus","properties":{"administratorLogin":"a","administratorLoginPassword":"alllowercaseletters"}}"#,
-             "PasswordNotComplex", Some("properties.administratorLoginPassword")),
-            (r#"{"location":"eastus","properties":{"administratorLogin":"postgres","administratorLoginPassword":"S0me-Str0ng-Pass!"}}"#,
-             "InvalidParameterValue", Some("properties.administratorLogin")),
-            (r#"{"location":"eastus","properties":{"administratorLogin":"a","administratorLoginPassword":"S0me-Str0ng-Pass!","dnsZonePartner":"/bad"}}"#,
-             "InvalidServerName", Some("properties.dnsZonePartner")),
-            (r#"{"location":"eastus","properties":{"vCores":"four"}}"#,
-             "InvalidRequestContent", Some("properties.vCores")),
+            (
+                r#"{"location":"eastus","properties":{"administratorLoginPassword":"S0me-Str0ng-Pass!"}}"#,
+                "InvalidRequestContent",
+                Some("properties.administratorLogin"),
+            ),
+            (
+                r#"{"location":"eastus","sku":{"name":"XX_Gen5"},"properties":{"administratorLogin":"a","administratorLoginPassword":"S0me-Str0ng-Pass!"}}"#,
+                "InvalidSku",
+                Some("sku.name"),
+            ),
+            (
+                r#"{"location":"eastus","sku":{"name":"GP_Gen5","tier":"BusinessCritical"},"properties":{"administratorLogin":"a","administratorLoginPassword":"S0me-Str0ng-Pass!"}}"#,
+                "InvalidSku",
+                Some("sku.tier"),
+            ),
+            (
+                r#"{"location":"eastus","properties":{"administratorLogin":"a","administratorLoginPassword":"S0me-Str0ng-Pass!","vCores":5}}"#,
+                "InvalidParameterValue",
+                Some("properties.vCores"),
+            ),
+            (
+                r#"{"location":"eastus","properties":{"administratorLogin":"a","administratorLoginPassword":"S0me-Str0ng-Pass!","storageSizeInGB":33}}"#,
+                "InvalidParameterValue",
+                Some("properties.storageSizeInGB"),
+            ),
+            (
+                r#"{"location":"eastus","properties":{"administratorLogin":"a","administratorLoginPassword":"S0me-Str0ng-Pass!","storageSizeInGB":32800}}"#,
+                "InvalidParameterValue",
+                Some("properties.storageSizeInGB"),
+            ),
+            (
+                r#"{"location":"eastus","properties":{"administratorLogin":"a","administratorLoginPassword":"S0me-Str0ng-Pass!","databaseFormat":"Latest"}}"#,
+                "InvalidParameterValue",
+                Some("properties.databaseFormat"),
+            ),
+            (
+                r#"{"location":"eastus","properties":{"administratorLogin":"a","administratorLoginPassword":"short"}}"#,
+                "PasswordTooShort",
+                Some("properties.administratorLoginPassword"),
+            ),
+            (
+                r#"{"location":"eastus","properties":{"administratorLogin":"a","administratorLoginPassword":"alllowercaseletters"}}"#,
+                "PasswordNotComplex",
+                Some("properties.administratorLoginPassword"),
+            ),
+            (
+                r#"{"location":"eastus","properties":{"administratorLogin":"postgres","administratorLoginPassword":"S0me-Str0ng-Pass!"}}"#,
+                "InvalidParameterValue",
+                Some("properties.administratorLogin"),
+            ),
+            (
+                r#"{"location":"eastus","properties":{"administratorLogin":"a","administratorLoginPassword":"S0me-Str0ng-Pass!","dnsZonePartner":"/bad"}}"#,
+                "InvalidServerName",
+                Some("properties.dnsZonePartner"),
+            ),
+            (
+                r#"{"location":"eastus","properties":{"vCores":"four"}}"#,
+                "InvalidRequestContent",
+                Some("properties.vCores"),
+            ),
         ];
         for (json, code, target) in cases {
             let e = create(json).unwrap_err();
@@ -554,10 +602,16 @@ mod tests {
             active_operation: None,
             generation: 1,
         };
-        let change = |json: &str| parse::<InstanceBody>(json.as_bytes()).and_then(|b| b.into_changes(&rec));
-        assert_eq!(change(r#"{"location":"westus"}"#).unwrap_err().code, "InvalidResourceLocation");
+        let change =
+            |json: &str| parse::<InstanceBody>(json.as_bytes()).and_then(|b| b.into_changes(&rec));
         assert_eq!(
-            change(r#"{"properties":{"administratorLogin":"other"}}"#).unwrap_err().code,
+            change(r#"{"location":"westus"}"#).unwrap_err().code,
+            "InvalidResourceLocation"
+        );
+        assert_eq!(
+            change(r#"{"properties":{"administratorLogin":"other"}}"#)
+                .unwrap_err()
+                .code,
             "PropertyChangeNotAllowed"
         );
         let c = change(r#"{"location":"Japan East","tags":{"a":"b"},"properties":{"vCores":16,"databaseFormat":"alwaysuptodate"}}"#).unwrap();
@@ -567,7 +621,10 @@ mod tests {
         assert_eq!(updated.database_format, "AlwaysUpToDate");
         assert_eq!(updated.tags.get("a").map(String::as_str), Some("b"));
         let v = updated.view("database.fogd.local");
-        assert_eq!(v["properties"]["fullyQualifiedDomainName"], "mi.abc.database.fogd.local");
+        assert_eq!(
+            v["properties"]["fullyQualifiedDomainName"],
+            "mi.abc.database.fogd.local"
+        );
         assert!(v["properties"].get("administratorLoginPassword").is_none());
     }
 }

@@ -22,5 +22,7 @@ pub mod operation;
 pub use database::{DatabaseRecord, DatabaseSpec, DatabaseStatus};
 pub use error::ArmError;
 pub use ids::{ManagedInstanceId, Scope};
-pub use instance::{InstanceChanges, InstanceRecord, InstanceSpec, ProvisioningState, ServerEndpoint, Sku};
+pub use instance::{
+    InstanceChanges, InstanceRecord, InstanceSpec, ProvisioningState, ServerEndpoint, Sku,
+};
 pub use operation::{Action, OperationKind, OperationRecord, OperationStatus};

@@ -74,7 +74,9 @@ pub fn validate_database_name(name: &str) -> Result<(), ArmError> {
         || name.ends_with('.')
         || name.chars().any(|c| "<>*%&:\\/?\"'".contains(c));
     if bad {
-        return Err(ArmError::invalid_parameter_value("databaseName", name).with_target("databaseName"));
+        return Err(
+            ArmError::invalid_parameter_value("databaseName", name).with_target("databaseName")
+        );
     }
     if RESERVED_DATABASE_NAMES
         .iter()
@@ -142,10 +144,17 @@ mod tests {
             ("a\0b", "InvalidIdentifier"),
         ];
         for (bad, code) in cases {
-            assert_eq!(validate_instance_name(bad).unwrap_err().code, code, "{bad:?}");
+            assert_eq!(
+                validate_instance_name(bad).unwrap_err().code,
+                code,
+                "{bad:?}"
+            );
         }
         let long = "a".repeat(64);
-        assert_eq!(validate_instance_name(&long).unwrap_err().code, "TokenTooLong");
+        assert_eq!(
+            validate_instance_name(&long).unwrap_err().code,
+            "TokenTooLong"
+        );
     }
 
     #[test]
@@ -157,8 +166,14 @@ mod tests {
                 "CannotUseReservedDatabaseName"
             );
         }
-        assert_eq!(validate_database_name("a/b").unwrap_err().code, "InvalidParameterValue");
-        assert_eq!(validate_database_name("x\u{1}").unwrap_err().code, "InvalidIdentifier");
+        assert_eq!(
+            validate_database_name("a/b").unwrap_err().code,
+            "InvalidParameterValue"
+        );
+        assert_eq!(
+            validate_database_name("x\u{1}").unwrap_err().code,
+            "InvalidIdentifier"
+        );
         assert_eq!(
             validate_database_name(&"d".repeat(129)).unwrap_err().code,
             "TokenTooLong"

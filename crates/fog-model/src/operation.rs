@@ -184,6 +184,9 @@ mod tests {
         let v = op.status_view();
         assert_eq!(v["error"]["code"], "OperationTimedOut");
         assert_eq!(v["endTime"], "1970-01-01T00:00:00Z");
-        assert_eq!(OperationKind::from_url_prefix("MANAGEDINSTANCE"), Some(OperationKind::ManagedInstance));
+        assert_eq!(
+            OperationKind::from_url_prefix("MANAGEDINSTANCE"),
+            Some(OperationKind::ManagedInstance)
+        );
     }
 }
