@@ -1,1 +1,150 @@
-//! fog-engine
+//! # fog-engine — the instance agent: everything fogd does to a PostgreSQL server
+//!
+//! The orchestrator never runs `initdb` or opens a SQL connection itself; it sends commands
+//! through the [`InstanceAgent`] trait. Today [`LocalAgent`] runs the servers on this
+//! machine; later an agent process beside each server will implement the same trait over
+//! the network, which is why every command names its target by [`ServerSpec`] alone and
+//! every state-changing command carries a fencing [`Generation`].
+//!
+//! **Fencing.** The agent remembers, per server, the highest generation it has accepted (in
+//! a file beside the server's data directory) and refuses any command with a lower one
+//! ([`EngineError::StaleGeneration`]). A controller that lost its role therefore cannot act
+//! on a server after a newer controller did.
+//!
+//! **Idempotence.** Every command can be repeated after a crash: `ensure_*` commands
+//! converge, deletes of missing things succeed.
+
+mod fence;
+mod local;
+mod sql;
+
+pub use local::{LocalAgent, PgSettings};
+
+use async_trait::async_trait;
+use std::path::PathBuf;
+
+/// A fencing token: role-changing commands carry the group's or instance's generation.
+pub type Generation = u64;
+
+/// Name of the internal superuser fogd uses to manage each server.
+pub const SUPERUSER: &str = "fogd_superuser";
+
+/// Everything the agent needs to know to address one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    /// Internal id of the instance (stable, unique).
+    pub uid: String,
+    /// Directory that holds the server's data directory, log and fence file.
+    pub dir: PathBuf,
+    pub host: String,
+    pub port: u16,
+    /// Password of [`SUPERUSER`] on this server.
+    pub superuser_password: String,
+}
+
+impl ServerSpec {
+    pub fn pgdata(&self) -> PathBuf {
+        self.dir.join("pgdata")
+    }
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join("postgres.log")
+    }
+}
+
+/// What the agent observes about a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStatus {
+    pub initialized: bool,
+    pub running: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The command's generation is older than one the server already accepted.
+    #[error("stale generation {got}: server {uid} already accepted generation {current}")]
+    StaleGeneration {
+        uid: String,
+        got: Generation,
+        current: Generation,
+    },
+    /// A PostgreSQL tool exited with an error.
+    #[error("{tool} failed ({status}): {output}")]
+    Tool {
+        tool: String,
+        status: String,
+        output: String,
+    },
+    /// SQL against the server failed.
+    #[error("sql on {uid}: {message}")]
+    Sql { uid: String, message: String },
+    /// Local I/O (directories, files).
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The agent is misconfigured (missing binaries, unknown OS user, untraversable path).
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// The commands the orchestrator sends to a PostgreSQL server.
+#[async_trait]
+pub trait InstanceAgent: Send + Sync + 'static {
+    /// Creates the cluster if it does not exist (initdb, settings for replication, access
+    /// rules, the internal superuser). A half-made cluster from an interrupted run is
+    /// removed and made again.
+    async fn ensure_initialized(
+        &self,
+        spec: &ServerSpec,
+        gen: Generation,
+    ) -> Result<(), EngineError>;
+    /// Starts the server if it is not running and waits until it accepts connections.
+    async fn ensure_running(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError>;
+    /// Stops the server cleanly if it runs.
+    async fn stop(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError>;
+    /// Stops the server and removes all its files.
+    async fn destroy(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError>;
+    /// Observes the server.
+    async fn status(&self, spec: &ServerSpec) -> Result<ServerStatus, EngineError>;
+    /// Creates or updates a superuser login with a SCRAM verifier (never a clear password).
+    async fn ensure_login(
+        &self,
+        spec: &ServerSpec,
+        login: &str,
+        scram_verifier: &str,
+    ) -> Result<(), EngineError>;
+    /// Creates a database if it does not exist.
+    async fn create_database(&self, spec: &ServerSpec, name: &str) -> Result<(), EngineError>;
+    /// Drops a database if it exists, ending its sessions.
+    async fn drop_database(&self, spec: &ServerSpec, name: &str) -> Result<(), EngineError>;
+    /// Names of the user databases on the server.
+    async fn list_databases(&self, spec: &ServerSpec) -> Result<Vec<String>, EngineError>;
+}
+
+/// The SCRAM-SHA-256 verifier PostgreSQL stores for `password`. Computed where the
+/// password arrives so that only the verifier is ever persisted or sent to a server.
+pub fn scram_verifier(password: &str) -> String {
+    postgres_protocol::password::scram_sha_256(password.as_bytes())
+}
+
+/// A random password for internal roles.
+pub fn random_secret() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifier_hides_the_password() {
+        let v = scram_verifier("S0me-Str0ng-Pass!");
+        assert!(v.starts_with("SCRAM-SHA-256$4096:"));
+        assert!(!v.contains("S0me"));
+        assert_ne!(v, scram_verifier("S0me-Str0ng-Pass!"), "salted");
+        assert_eq!(random_secret().len(), 32);
+    }
+}

@@ -1,0 +1,380 @@
+//! [`LocalAgent`]: runs PostgreSQL servers on this machine with the PostgreSQL 15 tools.
+//!
+//! When fogd runs as root, every tool runs as an unprivileged OS user (`postgres` by
+//! default), because `initdb` refuses root. Node-local settings (port, listen address, no
+//! Unix sockets) are passed on the `pg_ctl` command line rather than stored in the data
+//! directory, so copies of a data directory (base backups, rewinds) never carry them.
+
+use crate::sql::{self, ident, literal};
+use crate::{fence, EngineError, Generation, InstanceAgent, ServerSpec, ServerStatus, SUPERUSER};
+use async_trait::async_trait;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::Command;
+
+/// Settings every managed server gets (they suit replication and many small servers on
+/// one machine).
+const SERVER_SETTINGS: &str = "\
+# Written by fogd. Node-local settings (port, listen_addresses) come from pg_ctl -o.
+wal_level = replica
+wal_log_hints = on
+hot_standby = on
+max_wal_senders = 10
+max_replication_slots = 10
+wal_keep_size = '256MB'
+max_slot_wal_keep_size = '2GB'
+synchronous_commit = local
+shared_buffers = '32MB'
+max_connections = 100
+logging_collector = off
+log_line_prefix = '%m [%p] %q%u@%d '
+";
+
+const HBA: &str = "\
+# Written by fogd: password (SCRAM) authentication for everything over TCP.
+host all all all scram-sha-256
+host replication all all scram-sha-256
+";
+
+/// Where the PostgreSQL binaries are and who runs them.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    /// Directory with `initdb`, `pg_ctl`, … (Debian: `/usr/lib/postgresql/15/bin`).
+    pub bin_dir: PathBuf,
+    /// OS user that runs the servers when fogd is root.
+    pub os_user: String,
+}
+
+impl Default for PgSettings {
+    fn default() -> Self {
+        Self {
+            bin_dir: PathBuf::from("/usr/lib/postgresql/15/bin"),
+            os_user: "postgres".into(),
+        }
+    }
+}
+
+/// Runs servers as local processes.
+pub struct LocalAgent {
+    settings: PgSettings,
+    /// `(uid, gid)` to drop to when running as root.
+    run_as: Option<(u32, u32)>,
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> EngineError {
+    let context = context.into();
+    move |source| EngineError::Io { context, source }
+}
+
+impl LocalAgent {
+    /// Checks the binaries and, when root, resolves the OS user.
+    pub fn new(settings: PgSettings) -> Result<Self, EngineError> {
+        for tool in ["initdb", "pg_ctl", "postgres"] {
+            if !settings.bin_dir.join(tool).exists() {
+                return Err(EngineError::Config(format!(
+                    "{tool} not found in {} (install PostgreSQL 15 server binaries or set the PostgreSQL bin directory)",
+                    settings.bin_dir.display()
+                )));
+            }
+        }
+        let run_as = if nix::unistd::geteuid().is_root() {
+            let user = nix::unistd::User::from_name(&settings.os_user)
+                .ok()
+                .flatten()
+                .ok_or_else(|| {
+                    EngineError::Config(format!(
+                        "fogd runs as root, so PostgreSQL must run as an unprivileged OS user, but user '{}' does not exist",
+                        settings.os_user
+                    ))
+                })?;
+            Some((user.uid.as_raw(), user.gid.as_raw()))
+        } else {
+            None
+        };
+        Ok(Self { settings, run_as })
+    }
+
+    /// Prepares `root` (the directory that will hold server directories): creates it and,
+    /// when servers run as another user, checks that user can reach it.
+    pub fn prepare_root(&self, root: &Path) -> Result<(), EngineError> {
+        std::fs::create_dir_all(root).map_err(io(format!("create {}", root.display())))?;
+        if let Some((uid, gid)) = self.run_as {
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))
+                .map_err(io(format!("chmod {}", root.display())))?;
+            let mut p = Some(root);
+            while let Some(dir) = p {
+                let md = std::fs::metadata(dir).map_err(io(format!("stat {}", dir.display())))?;
+                let mode = md.mode();
+                let ok = mode & 0o001 != 0
+                    || (md.uid() == uid && mode & 0o100 != 0)
+                    || (md.gid() == gid && mode & 0o010 != 0);
+                if !ok {
+                    return Err(EngineError::Config(format!(
+                        "directory {} is not traversable by OS user '{}' (mode {:o}); PostgreSQL data under it would be unreachable. Use a data directory whose parents are world-executable, e.g. chmod o+x {}",
+                        dir.display(),
+                        self.settings.os_user,
+                        mode & 0o7777,
+                        dir.display()
+                    )));
+                }
+                p = dir.parent();
+            }
+        }
+        Ok(())
+    }
+
+    fn tool(&self, name: &str, cwd: &Path) -> Command {
+        let mut cmd = Command::new(self.settings.bin_dir.join(name));
+        cmd.current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("LC_ALL", "C.UTF-8")
+            .env_remove("PGDATA")
+            .env_remove("PGPORT")
+            .env_remove("PGHOST");
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid).env("HOME", cwd);
+        }
+        cmd
+    }
+
+    async fn run(&self, mut cmd: Command, tool: &str) -> Result<String, EngineError> {
+        let out = cmd.output().await.map_err(io(format!("run {tool}")))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(EngineError::Tool {
+                tool: tool.to_string(),
+                status: out.status.to_string(),
+                output: text.trim().chars().take(2000).collect(),
+            })
+        }
+    }
+
+    fn own(&self, path: &Path, mode: u32) -> Result<(), EngineError> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(io(format!("chmod {}", path.display())))?;
+        if let Some((uid, gid)) = self.run_as {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .map_err(io(format!("chown {}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    fn marker(spec: &ServerSpec) -> PathBuf {
+        spec.dir.join("initialized")
+    }
+
+    async fn is_running(&self, spec: &ServerSpec) -> Result<bool, EngineError> {
+        if !spec.pgdata().join("PG_VERSION").exists() {
+            return Ok(false);
+        }
+        let mut cmd = self.tool("pg_ctl", &spec.dir);
+        cmd.arg("status").arg("-D").arg(spec.pgdata());
+        let out = cmd.output().await.map_err(io("run pg_ctl status"))?;
+        // 0 = running, 3 = not running, 4 = no valid data directory.
+        Ok(out.status.code() == Some(0))
+    }
+
+    fn ensure_dir(&self, spec: &ServerSpec) -> Result<(), EngineError> {
+        std::fs::create_dir_all(&spec.dir).map_err(io(format!("create {}", spec.dir.display())))?;
+        self.own(&spec.dir, 0o700)
+    }
+}
+
+#[async_trait]
+impl InstanceAgent for LocalAgent {
+    async fn ensure_initialized(
+        &self,
+        spec: &ServerSpec,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        self.ensure_dir(spec)?;
+        fence::admit(&spec.dir, &spec.uid, gen)?;
+        if Self::marker(spec).exists() {
+            return Ok(());
+        }
+        let pgdata = spec.pgdata();
+        if pgdata.exists() {
+            tracing::info!(uid = %spec.uid, "removing half-initialised data directory from an interrupted run");
+            std::fs::remove_dir_all(&pgdata).map_err(io(format!("remove {}", pgdata.display())))?;
+        }
+        let pwfile = spec.dir.join("initdb.pw");
+        std::fs::write(&pwfile, &spec.superuser_password)
+            .map_err(io("write initdb password file"))?;
+        self.own(&pwfile, 0o600)?;
+        let mut cmd = self.tool("initdb", &spec.dir);
+        cmd.arg("-D")
+            .arg(&pgdata)
+            .arg("-U")
+            .arg(SUPERUSER)
+            .arg("--pwfile")
+            .arg(&pwfile)
+            .args(["--auth-local=scram-sha-256", "--auth-host=scram-sha-256"])
+            .args(["-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]);
+        let result = self.run(cmd, "initdb").await;
+        let _ = std::fs::remove_file(&pwfile);
+        result?;
+        let conf = pgdata.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(io("read postgresql.conf"))?;
+        text.push_str("\ninclude 'fogd.conf'\n");
+        std::fs::write(&conf, text).map_err(io("write postgresql.conf"))?;
+        let fogd_conf = pgdata.join("fogd.conf");
+        std::fs::write(&fogd_conf, SERVER_SETTINGS).map_err(io("write fogd.conf"))?;
+        self.own(&fogd_conf, 0o600)?;
+        let hba = pgdata.join("pg_hba.conf");
+        std::fs::write(&hba, HBA).map_err(io("write pg_hba.conf"))?;
+        self.own(&hba, 0o600)?;
+        // Durable before it counts as initialised (initdb ran with --no-sync).
+        let mut sync = self.tool("initdb", &spec.dir);
+        sync.arg("-D").arg(&pgdata).arg("--sync-only");
+        self.run(sync, "initdb --sync-only").await?;
+        std::fs::write(Self::marker(spec), b"1").map_err(io("write initialized marker"))?;
+        Ok(())
+    }
+
+    async fn ensure_running(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
+        fence::admit(&spec.dir, &spec.uid, gen)?;
+        if !self.is_running(spec).await? {
+            let mut cmd = self.tool("pg_ctl", &spec.dir);
+            cmd.arg("start")
+                .arg("-D")
+                .arg(spec.pgdata())
+                .arg("-l")
+                .arg(spec.log_file())
+                .args(["-w", "-t", "60", "-o"])
+                .arg(format!(
+                    "-p {} -c listen_addresses={} -c unix_socket_directories=''",
+                    spec.port,
+                    literal(&spec.host)
+                ));
+            // pg_ctl leaves the postmaster running in its own session; it outlives fogd.
+            self.run(cmd, "pg_ctl start").await?;
+        }
+        // Ready means it answers SQL, not just that the postmaster exists.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match sql::connect(spec, "postgres").await {
+                Ok(c) => {
+                    c.simple_query("SELECT 1")
+                        .await
+                        .map_err(|e| sql::err(spec, e))?;
+                    return Ok(());
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    async fn stop(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
+        if !spec.dir.exists() {
+            return Ok(());
+        }
+        fence::admit(&spec.dir, &spec.uid, gen)?;
+        if !self.is_running(spec).await? {
+            return Ok(());
+        }
+        let mut cmd = self.tool("pg_ctl", &spec.dir);
+        cmd.arg("stop")
+            .arg("-D")
+            .arg(spec.pgdata())
+            .args(["-m", "fast", "-w", "-t", "60"]);
+        if let Err(e) = self.run(cmd, "pg_ctl stop").await {
+            tracing::warn!(uid = %spec.uid, error = %e, "fast stop failed; stopping immediately");
+            let mut cmd = self.tool("pg_ctl", &spec.dir);
+            cmd.arg("stop").arg("-D").arg(spec.pgdata()).args([
+                "-m",
+                "immediate",
+                "-w",
+                "-t",
+                "30",
+            ]);
+            self.run(cmd, "pg_ctl stop -m immediate").await?;
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
+        self.stop(spec, gen).await?;
+        match std::fs::remove_dir_all(&spec.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(format!("remove {}", spec.dir.display()))(e)),
+        }
+    }
+
+    async fn status(&self, spec: &ServerSpec) -> Result<ServerStatus, EngineError> {
+        Ok(ServerStatus {
+            initialized: Self::marker(spec).exists(),
+            running: self.is_running(spec).await?,
+        })
+    }
+
+    async fn ensure_login(
+        &self,
+        spec: &ServerSpec,
+        login: &str,
+        scram_verifier: &str,
+    ) -> Result<(), EngineError> {
+        let c = sql::connect(spec, "postgres").await?;
+        let exists = c
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&login])
+            .await
+            .map_err(|e| sql::err(spec, e))?
+            .is_some();
+        let verb = if exists { "ALTER" } else { "CREATE" };
+        // The verifier is a salted hash, so the clear password never reaches the server or
+        // its logs.
+        let stmt = format!(
+            "{verb} ROLE {} WITH SUPERUSER LOGIN PASSWORD {}",
+            ident(login),
+            literal(scram_verifier)
+        );
+        c.batch_execute(&stmt).await.map_err(|e| sql::err(spec, e))
+    }
+
+    async fn create_database(&self, spec: &ServerSpec, name: &str) -> Result<(), EngineError> {
+        let c = sql::connect(spec, "postgres").await?;
+        match c
+            .batch_execute(&format!("CREATE DATABASE {}", ident(name)))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {
+                Ok(())
+            }
+            Err(e) => Err(sql::err(spec, e)),
+        }
+    }
+
+    async fn drop_database(&self, spec: &ServerSpec, name: &str) -> Result<(), EngineError> {
+        let c = sql::connect(spec, "postgres").await?;
+        c.batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            ident(name)
+        ))
+        .await
+        .map_err(|e| sql::err(spec, e))
+    }
+
+    async fn list_databases(&self, spec: &ServerSpec) -> Result<Vec<String>, EngineError> {
+        let c = sql::connect(spec, "postgres").await?;
+        let rows = c
+            .query(
+                "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres' ORDER BY 1",
+                &[],
+            )
+            .await
+            .map_err(|e| sql::err(spec, e))?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+}
