@@ -26,3 +26,13 @@ pub use instance::{
     InstanceChanges, InstanceRecord, InstanceSpec, ProvisioningState, ServerEndpoint, Sku,
 };
 pub use operation::{Action, OperationKind, OperationRecord, OperationStatus};
+
+/// Persisted records carry their format version in the store's envelope.
+macro_rules! persisted {
+    ($($t:ty),*) => {$(
+        impl fog_store::typed::Persisted for $t {
+            const FORMAT: u32 = <$t>::FORMAT;
+        }
+    )*};
+}
+persisted!(InstanceRecord, DatabaseRecord, OperationRecord);

@@ -1,0 +1,115 @@
+//! Drives an operation through its steps, persisting after each one.
+
+use crate::steps::{self, Outcome};
+use crate::{catalog, failpoint, Orchestrator};
+use fog_model::{ArmError, OperationRecord, OperationStatus};
+use fog_store::typed::put;
+use fog_store::{Precondition, StoreError, Write};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+impl Orchestrator {
+    /// Starts a runner for `op_id` in the background.
+    pub(crate) fn spawn(&self, op_id: String) {
+        let o = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = o.run(&op_id).await {
+                tracing::error!(operation = %op_id, error = %e, "operation runner stopped");
+            }
+        });
+    }
+
+    async fn run(&self, op_id: &str) -> Result<(), StoreError> {
+        let store = self.store.as_ref();
+        let mut first = true;
+        loop {
+            let Some(current) = catalog::operation(store, op_id).await? else {
+                return Ok(());
+            };
+            let mut op = current.value;
+            if op.status.is_terminal() {
+                return Ok(());
+            }
+            if first {
+                op.attempts += 1;
+                first = false;
+            }
+            failpoint::hit(&op.step).await;
+            match self.execute_with_retries(&op).await {
+                Ok(Outcome::Continue) => {
+                    let Some(next) = steps::next_step(&op.action, &op.step) else {
+                        return Ok(());
+                    };
+                    op.step = next.to_string();
+                    op.percent_complete = Some(steps::percent(&op.action, next));
+                    let w = put(
+                        catalog::operation_key(op_id),
+                        &op,
+                        Precondition::Revision(current.revision),
+                    );
+                    if let Err(StoreError::Conflict { .. }) = store.commit(vec![w]).await {
+                        tracing::warn!(operation = op_id, "another runner owns this operation");
+                        return Ok(());
+                    }
+                }
+                Ok(Outcome::Finished(mut writes)) => {
+                    op.status = OperationStatus::Succeeded;
+                    op.percent_complete = Some(100);
+                    op.end_time = Some(OffsetDateTime::now_utc());
+                    writes.push(put(
+                        catalog::operation_key(op_id),
+                        &op,
+                        Precondition::Revision(current.revision),
+                    ));
+                    match store.commit(writes).await {
+                        Ok(_) => {
+                            tracing::info!(operation = op_id, "operation succeeded");
+                            return Ok(());
+                        }
+                        // The resource moved under us (it cannot while we own it, unless a
+                        // second runner raced): re-read and try the step again.
+                        Err(StoreError::Conflict { key }) => {
+                            tracing::warn!(operation = op_id, key, "finish conflicted; re-reading");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(operation = op_id, step = %op.step, error = %error, "operation failed; compensating");
+                    let mut writes = steps::compensate(self, &op).await;
+                    op.status = OperationStatus::Failed;
+                    op.end_time = Some(OffsetDateTime::now_utc());
+                    op.error = Some(error);
+                    writes.push(put(
+                        catalog::operation_key(op_id),
+                        &op,
+                        Precondition::Revision(current.revision),
+                    ));
+                    if let Err(e) = store.commit(writes).await {
+                        // Compensation writes may conflict; record the failure at least.
+                        tracing::error!(operation = op_id, error = %e, "compensation writes failed");
+                        let w: Write = put(catalog::operation_key(op_id), &op, Precondition::Any);
+                        store.commit(vec![w]).await?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn execute_with_retries(&self, op: &OperationRecord) -> Result<Outcome, ArmError> {
+        let mut attempt = 1;
+        loop {
+            match steps::execute(self, op).await {
+                Ok(o) => return Ok(o),
+                Err(e) if attempt < self.config.step_attempts && e.status >= 500 => {
+                    tracing::info!(step = %op.step, attempt, error = %e, "retrying step");
+                    tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
