@@ -1,1 +1,425 @@
-//! fog-api
+//! # fog-api — the Microsoft.Sql ARM surface
+//!
+//! An axum [`router`] that speaks ARM: bearer-token authentication, `api-version` checks,
+//! case-insensitive paths ([`route`]), the error envelope on every failure, and the
+//! long-running-operation protocol real clients poll (202 with absolute
+//! `Azure-AsyncOperation` and `Location` URLs and `Retry-After: 1`, a status resource, a
+//! result resource). It validates input with `fog-model`, reads resources from the store
+//! and hands every change to the orchestrator; it never touches PostgreSQL itself.
+//!
+//! TLS termination lives in the `fogd` binary; this crate only sees plain requests.
+
+pub mod route;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use fog_model::{body, ArmError, ManagedInstanceId, OperationRecord, OperationStatus};
+use fog_orchestrator::{catalog, DatabaseCreate, Orchestrator};
+use route::{OperationView, Route};
+use std::sync::Arc;
+
+/// Settings of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The bearer token every request must carry.
+    pub admin_token: String,
+    /// DNS suffix of fully qualified names (`{name}.{dnsZone}.{suffix}`).
+    pub dns_suffix: String,
+    /// External base URL (`https://host:port`) for polling URLs; taken from the request's
+    /// `Host` header when `None`.
+    pub public_url: Option<String>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone)]
+struct Api {
+    orch: Orchestrator,
+    config: Arc<ApiConfig>,
+}
+
+/// Builds the ARM router.
+pub fn router(orch: Orchestrator, config: ApiConfig) -> Router {
+    Router::new().fallback(dispatch).with_state(Api {
+        orch,
+        config: Arc::new(config),
+    })
+}
+
+/// A JSON response with ARM's content type.
+fn json(status: StatusCode, value: serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+fn error(e: ArmError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json(status, e.envelope())
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Constant-time comparison, so response timing does not reveal the token.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authenticate(headers: &HeaderMap, token: &str) -> Result<(), ArmError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(ArmError::authentication_missing)?;
+    let presented = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .ok_or_else(ArmError::invalid_token)?;
+    if same(presented.as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ArmError::invalid_token())
+    }
+}
+
+fn query_param(uri: &Uri, name: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        k.eq_ignore_ascii_case(name).then(|| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+async fn dispatch(
+    State(api): State<Api>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = std::time::Instant::now();
+    let mut response = match handle(&api, &method, &uri, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => error(e),
+    };
+    if let Some(id) = headers.get("x-ms-client-request-id") {
+        response
+            .headers_mut()
+            .insert("x-ms-client-request-id", id.clone());
+    }
+    tracing::info!(
+        method = %method,
+        path = uri.path(),
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}
+
+async fn handle(
+    api: &Api,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ArmError> {
+    authenticate(headers, &api.config.admin_token)?;
+    let route = route::parse(uri.path())?;
+    let api_version = query_param(uri, "api-version");
+    // Polling URLs are dereferenced as given; their api-version is not checked.
+    let api_version = match &route {
+        Route::Operation { .. } => api_version.unwrap_or_else(|| "2025-01-01".into()),
+        _ => fog_model::api_version::check(api_version.as_deref())?.to_string(),
+    };
+    let body = read_body(body, api.config.max_body_bytes, method).await?;
+    let ctx = Ctx {
+        api,
+        base: base_url(api, uri, headers),
+        api_version,
+    };
+    match (method.clone(), route) {
+        (
+            Method::GET,
+            Route::Instances {
+                subscription,
+                scope,
+            },
+        ) => {
+            let list = catalog::instances(api.orch.store().as_ref(), scope.as_ref(), &subscription)
+                .await
+                .map_err(store_err)?;
+            let value: Vec<_> = list
+                .iter()
+                .map(|r| r.view(&api.config.dns_suffix))
+                .collect();
+            Ok(json(StatusCode::OK, serde_json::json!({ "value": value })))
+        }
+        (Method::GET, Route::Instance(id)) => {
+            let rec = ctx.instance(&id).await?;
+            Ok(json(StatusCode::OK, rec.view(&api.config.dns_suffix)))
+        }
+        (Method::PUT, Route::Instance(id)) => ctx.put_instance(id, &body).await,
+        (Method::PATCH, Route::Instance(id)) => {
+            let existing = ctx.instance(&id).await?;
+            let changes =
+                body::parse::<fog_model::instance::InstanceBody>(&body)?.into_changes(&existing)?;
+            let op = api
+                .orch
+                .update_instance(&id, changes, &ctx.api_version)
+                .await?;
+            Ok(ctx.accepted(&op))
+        }
+        (Method::DELETE, Route::Instance(id)) => {
+            match api.orch.delete_instance(&id, &ctx.api_version).await? {
+                Some(op) => Ok(ctx.accepted(&op)),
+                None => Ok(StatusCode::NO_CONTENT.into_response()),
+            }
+        }
+        (Method::GET, Route::Databases(id)) => {
+            ctx.instance(&id).await?;
+            let list = catalog::databases(api.orch.store().as_ref(), &id)
+                .await
+                .map_err(store_err)?;
+            let value: Vec<_> = list.iter().map(|d| d.value.view()).collect();
+            Ok(json(StatusCode::OK, serde_json::json!({ "value": value })))
+        }
+        (Method::GET, Route::Database(id, db)) => {
+            let rec = ctx.database(&id, &db).await?;
+            Ok(json(StatusCode::OK, rec.view()))
+        }
+        (Method::PUT, Route::Database(id, db)) => {
+            fog_model::names::validate_database_name(&db)?;
+            let inst = ctx.instance(&id).await?;
+            let spec = body::parse::<fog_model::database::DatabaseBody>(&body)?
+                .into_create_spec(&inst.location)?;
+            match api
+                .orch
+                .create_database(&id, &db, spec, &ctx.api_version)
+                .await?
+            {
+                DatabaseCreate::Started(op) => Ok(ctx.accepted(&op)),
+                DatabaseCreate::Exists(rec) => Ok(json(StatusCode::OK, rec.view())),
+            }
+        }
+        (Method::DELETE, Route::Database(id, db)) => {
+            ctx.instance(&id).await?;
+            match api.orch.delete_database(&id, &db, &ctx.api_version).await? {
+                Some(op) => Ok(ctx.accepted(&op)),
+                None => Ok(StatusCode::NO_CONTENT.into_response()),
+            }
+        }
+        (
+            Method::GET,
+            Route::Operation {
+                subscription,
+                kind,
+                view,
+                id,
+            },
+        ) => {
+            let op = catalog::operation(api.orch.store().as_ref(), &id)
+                .await
+                .map_err(store_err)?
+                .map(|v| v.value)
+                .filter(|op| op.kind == kind && op.scope.subscription == subscription)
+                .ok_or_else(ArmError::operation_id_not_found)?;
+            match view {
+                OperationView::Status => ctx.operation_status(&op),
+                OperationView::Result => ctx.operation_result(&op).await,
+            }
+        }
+        (m, _) => Err(ArmError::method_not_allowed(m)),
+    }
+}
+
+async fn read_body(body: Body, limit: usize, method: &Method) -> Result<Bytes, ArmError> {
+    if !matches!(*method, Method::PUT | Method::PATCH | Method::POST) {
+        return Ok(Bytes::new());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // The only error besides the length limit is a broken connection.
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit")
+        {
+            ArmError::request_too_large(limit)
+        } else {
+            ArmError::invalid_request_content("the request body could not be read")
+        }
+    })
+}
+
+/// The external base URL: configured, else the authority the client used (HTTP/2 carries
+/// it in the URI, HTTP/1.1 in `Host`).
+fn base_url(api: &Api, uri: &Uri, headers: &HeaderMap) -> String {
+    if let Some(u) = &api.config.public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "localhost".into());
+    format!("https://{host}")
+}
+
+fn store_err(e: fog_store::StoreError) -> ArmError {
+    tracing::error!(error = %e, "store failure");
+    ArmError::internal("the metadata store failed")
+}
+
+/// Per-request context.
+struct Ctx<'a> {
+    api: &'a Api,
+    base: String,
+    api_version: String,
+}
+
+impl Ctx<'_> {
+    async fn instance(
+        &self,
+        id: &ManagedInstanceId,
+    ) -> Result<fog_model::InstanceRecord, ArmError> {
+        catalog::instance(self.api.orch.store().as_ref(), id)
+            .await
+            .map_err(store_err)?
+            .map(|v| v.value)
+            .ok_or_else(|| ArmError::managed_instance_not_found(&id.name, &id.scope.resource_group))
+    }
+
+    async fn database(
+        &self,
+        id: &ManagedInstanceId,
+        db: &str,
+    ) -> Result<fog_model::DatabaseRecord, ArmError> {
+        self.instance(id).await?;
+        catalog::database(self.api.orch.store().as_ref(), id, db)
+            .await
+            .map_err(store_err)?
+            .map(|v| v.value)
+            .ok_or_else(|| ArmError::managed_database_not_found(db))
+    }
+
+    async fn put_instance(
+        &self,
+        id: ManagedInstanceId,
+        bytes: &[u8],
+    ) -> Result<Response, ArmError> {
+        let parsed = body::parse::<fog_model::instance::InstanceBody>(bytes)?;
+        let existing = catalog::instance(self.api.orch.store().as_ref(), &id)
+            .await
+            .map_err(store_err)?;
+        let op = match existing {
+            Some(existing) => {
+                let changes = parsed.into_changes(&existing.value)?;
+                self.api
+                    .orch
+                    .update_instance(&id, changes, &self.api_version)
+                    .await?
+            }
+            None => {
+                let spec = parsed.into_create_spec()?;
+                self.api
+                    .orch
+                    .create_instance(id, spec, &self.api_version)
+                    .await?
+            }
+        };
+        Ok(self.accepted(&op))
+    }
+
+    /// `…/locations/{loc}/{kind}{suffix}/{id}?api-version=…`, absolute.
+    fn operation_url(&self, op: &OperationRecord, suffix: &str) -> String {
+        format!(
+            "{}{}/providers/Microsoft.Sql/locations/{}/{}{}/{}?api-version={}",
+            self.base,
+            op.scope.path(),
+            op.location,
+            op.kind.url_prefix(),
+            suffix,
+            op.id,
+            self.api_version
+        )
+    }
+
+    /// 202 Accepted with both polling headers and `Retry-After: 1`, empty body.
+    fn accepted(&self, op: &OperationRecord) -> Response {
+        let mut r = StatusCode::ACCEPTED.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            "Azure-AsyncOperation",
+            header_value(&self.operation_url(op, "AzureAsyncOperation")),
+        );
+        h.insert(
+            header::LOCATION,
+            header_value(&self.operation_url(op, "OperationResults")),
+        );
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r
+    }
+
+    fn operation_status(&self, op: &OperationRecord) -> Result<Response, ArmError> {
+        let mut r = json(StatusCode::OK, op.status_view());
+        if !op.status.is_terminal() {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        Ok(r)
+    }
+
+    async fn operation_result(&self, op: &OperationRecord) -> Result<Response, ArmError> {
+        match op.status {
+            OperationStatus::InProgress => {
+                let mut r = StatusCode::ACCEPTED.into_response();
+                r.headers_mut().insert(
+                    header::LOCATION,
+                    header_value(&self.operation_url(op, "OperationResults")),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                Ok(r)
+            }
+            OperationStatus::Failed | OperationStatus::Canceled => Err(op
+                .error
+                .clone()
+                .unwrap_or_else(ArmError::operation_interrupted)),
+            OperationStatus::Succeeded if op.action.is_delete() => {
+                Ok(StatusCode::NO_CONTENT.into_response())
+            }
+            OperationStatus::Succeeded => match &op.action {
+                fog_model::Action::CreateDatabase {
+                    instance, database, ..
+                } => Ok(json(
+                    StatusCode::OK,
+                    self.database(instance, database).await?.view(),
+                )),
+                fog_model::Action::CreateInstance { instance, .. }
+                | fog_model::Action::UpdateInstance { instance, .. } => Ok(json(
+                    StatusCode::OK,
+                    self.instance(instance)
+                        .await?
+                        .view(&self.api.config.dns_suffix),
+                )),
+                _ => Ok(StatusCode::NO_CONTENT.into_response()),
+            },
+        }
+    }
+}
