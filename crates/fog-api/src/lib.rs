@@ -246,20 +246,32 @@ async fn handle(
     }
 }
 
-async fn read_body(body: Body, limit: usize, method: &Method) -> Result<Bytes, ArmError> {
+/// Reads at most `limit` bytes. An oversized body is still drained (up to a hard cap) so
+/// that HTTP/1.1 clients, which write the whole body before reading, receive the 413.
+async fn read_body(mut body: Body, limit: usize, method: &Method) -> Result<Bytes, ArmError> {
+    use http_body_util::BodyExt;
     if !matches!(*method, Method::PUT | Method::PATCH | Method::POST) {
         return Ok(Bytes::new());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        // The only error besides the length limit is a broken connection.
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            || e.to_string().contains("length limit")
-        {
-            ArmError::request_too_large(limit)
-        } else {
-            ArmError::invalid_request_content("the request body could not be read")
+    let drain_cap = limit.saturating_mul(16).max(16 * 1024 * 1024);
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|_| ArmError::invalid_request_content("the request body could not be read"))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= limit {
+                buf.extend_from_slice(&data);
+            } else if seen > drain_cap {
+                break;
+            }
         }
-    })
+    }
+    if seen > limit {
+        return Err(ArmError::request_too_large(limit));
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// The external base URL: configured, else the authority the client used (HTTP/2 carries

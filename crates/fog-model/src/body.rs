@@ -15,17 +15,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ArmError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let detail = if path == "." || path.is_empty() {
-            inner.to_string()
-        } else {
-            format!("{inner}. Path '{path}'")
-        };
-        let err = ArmError::invalid_request_content(detail);
-        if path == "." || path.is_empty() {
-            err
-        } else {
-            err.with_target(path)
+        // Syntax errors have no meaningful path ("." or "?").
+        if path.is_empty() || path == "." || path.contains('?') {
+            return ArmError::invalid_request_content(inner);
         }
+        ArmError::invalid_request_content(format!("{inner}. Path '{path}'")).with_target(path)
     })
 }
 

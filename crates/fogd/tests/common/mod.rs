@@ -1,0 +1,322 @@
+//! Test harness: runs the real `fogd` binary over HTTPS against real PostgreSQL servers.
+#![allow(dead_code)]
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PASSWORD: &str = "S0me-Str0ng-Pass!";
+pub const API: &str = "api-version=2025-01-01";
+
+/// One running fogd with its own data directory.
+pub struct Fogd {
+    _root: tempfile::TempDir,
+    pub data: PathBuf,
+    child: Option<Child>,
+    pub url: String,
+    pub token: String,
+    pub sub: String,
+    pub client: reqwest::Client,
+}
+
+/// A response: status, headers, JSON body (`Null` when empty).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Fogd {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(env: &[(&str, &str)]) -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let data = root.path().join("data");
+        let mut f = Fogd {
+            _root: root,
+            data,
+            child: None,
+            url: String::new(),
+            token: String::new(),
+            sub: String::new(),
+            client: reqwest::Client::new(),
+        };
+        f.launch(env).await;
+        f
+    }
+
+    /// Starts the process and waits until the API answers.
+    pub async fn launch(&mut self, env: &[(&str, &str)]) {
+        let _ = std::fs::remove_file(self.data.join("api-url"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.with_extension("log"))
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fogd"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&self.data)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .env_remove("FOGD_FAILPOINTS");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn fogd"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(u) = std::fs::read_to_string(self.data.join("api-url")) {
+                self.url = u.trim().to_string();
+                break;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "fogd exited during start-up ({status}); log:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fogd did not start; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.token = read(&self.data.join("admin-token"));
+        self.sub = read(&self.data.join("subscription-id"));
+        let ca =
+            reqwest::Certificate::from_pem(&std::fs::read(self.data.join("ca.pem")).expect("ca"))
+                .expect("ca pem");
+        self.client = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .build()
+            .expect("client");
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no clean-up runs, PostgreSQL servers keep running.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself (e.g. a crash failpoint).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(Ok(Some(s))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fogd did not exit; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM and wait (clean shutdown).
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+
+    pub fn rg_path(&self, rg: &str) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{rg}/providers/Microsoft.Sql",
+            self.sub
+        )
+    }
+
+    pub fn mi_path(&self, rg: &str, mi: &str) -> String {
+        format!("{}/managedInstances/{mi}", self.rg_path(rg))
+    }
+
+    /// Sends a request; `path` may include a query, or be an absolute URL (its path and
+    /// query are used against this fogd, as go-azure-sdk does).
+    pub async fn send(&self, method: Method, path: &str, body: Option<&str>) -> Reply {
+        self.send_with(method, path, body, Some(&self.token.clone()))
+            .await
+    }
+
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> Reply {
+        let path = match path.find("/subscriptions/") {
+            Some(i) if path.starts_with("https://") => &path[i..],
+            _ => path,
+        };
+        let mut req = self.client.request(method, format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("non-JSON body: {}", String::from_utf8_lossy(&bytes)))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Polls an `Azure-AsyncOperation` URL until the operation is terminal.
+    pub async fn wait_operation(&self, reply: &Reply) -> Value {
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "body: {}", reply.body);
+        let url = reply
+            .header("azure-asyncoperation")
+            .expect("Azure-AsyncOperation");
+        self.poll(&url, Duration::from_secs(120)).await
+    }
+
+    pub async fn poll(&self, url: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.send(Method::GET, url, None).await;
+            assert_eq!(r.status, StatusCode::OK, "status URL: {}", r.body);
+            let status = r.body["status"].as_str().unwrap_or("").to_string();
+            if status != "InProgress" {
+                return r.body;
+            }
+            assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+            assert!(
+                Instant::now() < deadline,
+                "operation did not finish; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn instance_body(location: &str) -> String {
+        serde_json::json!({
+            "location": location,
+            "sku": {"name": "GP_Gen5", "tier": "GeneralPurpose"},
+            "properties": {"administratorLogin": "fogadmin", "administratorLoginPassword": PASSWORD,
+                            "vCores": 4, "storageSizeInGB": 64}
+        })
+        .to_string()
+    }
+
+    /// Creates an instance and waits for it; returns its GET view.
+    pub async fn create_instance(&self, rg: &str, mi: &str, location: &str) -> Value {
+        let path = format!("{}?{API}", self.mi_path(rg, mi));
+        let r = self
+            .send(Method::PUT, &path, Some(&Self::instance_body(location)))
+            .await;
+        let done = self.wait_operation(&r).await;
+        assert_eq!(done["status"], "Succeeded", "{done}; log:\n{}", self.log());
+        let got = self.send(Method::GET, &path, None).await;
+        assert_eq!(got.status, StatusCode::OK);
+        got.body
+    }
+}
+
+impl Drop for Fogd {
+    fn drop(&mut self) {
+        self.terminate();
+        // Safety net: no PostgreSQL server of this test outlives it.
+        if let Ok(entries) = std::fs::read_dir(self.data.join("instances")) {
+            for e in entries.flatten() {
+                let pgdata = e.path().join("pgdata");
+                if pgdata.join("postmaster.pid").exists() {
+                    let _ = Command::new("runuser")
+                        .args([
+                            "-u",
+                            "postgres",
+                            "--",
+                            "/usr/lib/postgresql/15/bin/pg_ctl",
+                            "stop",
+                            "-m",
+                            "immediate",
+                            "-D",
+                        ])
+                        .arg(&pgdata)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+        }
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).expect("read").trim().to_string()
+}
+
+/// Connects to an instance's PostgreSQL server as `user`.
+pub async fn pg_connect(
+    view: &Value,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let ep = &view["properties"]["postgresEndpoint"];
+    let (c, conn) = tokio_postgres::Config::new()
+        .host(ep["host"].as_str().expect("host"))
+        .port(ep["port"].as_u64().expect("port") as u16)
+        .user(user)
+        .password(password)
+        .dbname(db)
+        .connect_timeout(Duration::from_secs(5))
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(conn);
+    Ok(c)
+}
