@@ -74,7 +74,7 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
     let inst = catalog::instance(store, instance_id)
         .await
         .map_err(store_err)?
-        .ok_or_else(|| ArmError::operation_interrupted())?;
+        .ok_or_else(ArmError::operation_interrupted)?;
     let spec = o.server_spec(&inst.value).await?;
     let gen = inst.value.generation;
     let agent = o.agent.as_ref();

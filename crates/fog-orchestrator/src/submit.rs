@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 #[derive(Debug)]
 pub enum DatabaseCreate {
     /// A create operation was started.
-    Started(OperationRecord),
+    Started(Box<OperationRecord>),
     /// The database already exists (PUT is idempotent); nothing to do.
     Exists(Box<DatabaseRecord>),
 }
@@ -341,7 +341,7 @@ impl Orchestrator {
             .await
             .map_err(|e| conflict_or_store(e, ArmError::conflicting_server_operation()))?;
         self.spawn(op.id.clone());
-        Ok(DatabaseCreate::Started(op))
+        Ok(DatabaseCreate::Started(Box::new(op)))
     }
 
     /// Accepts the deletion of a database; `None` when it does not exist.

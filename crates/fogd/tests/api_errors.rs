@@ -5,6 +5,16 @@ mod common;
 use common::*;
 use reqwest::{Method, StatusCode};
 
+/// method, path, body, expected status, code and target.
+type Case<'a> = (
+    Method,
+    String,
+    Option<String>,
+    u16,
+    &'a str,
+    Option<&'a str>,
+);
+
 #[tokio::test]
 async fn error_envelopes_codes_and_statuses() {
     let f = Fogd::start().await;
@@ -16,7 +26,7 @@ async fn error_envelopes_codes_and_statuses() {
         "a".repeat(2 * 1024 * 1024)
     );
     let sub = f.sub.clone();
-    let cases: Vec<(Method, String, Option<String>, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         // api-version
         (Method::GET, mi.clone(), None, 400, "MissingApiVersionParameter", None),
         (Method::GET, format!("{mi}?api-version=2019-06-01-preview"), None, 400, "InvalidApiVersionParameter", None),
