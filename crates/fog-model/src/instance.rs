@@ -121,6 +121,8 @@ pub struct InstanceChanges {
     pub database_format: Option<String>,
     pub license_type: Option<String>,
     pub administrator_login_password: Option<String>,
+    /// Restated on a repeated PUT; accepted only if that instance's zone is this one's.
+    pub dns_zone_partner: Option<ManagedInstanceId>,
 }
 
 fn sku_name(sku: &SkuBody) -> Result<Option<&'static str>, ArmError> {
@@ -214,6 +216,15 @@ pub fn validate_password(password: &str) -> Result<(), ArmError> {
     Ok(())
 }
 
+fn parse_partner(value: Option<&str>) -> Result<Option<ManagedInstanceId>, ArmError> {
+    value
+        .filter(|s| !s.is_empty())
+        .map(|p| {
+            ManagedInstanceId::parse(p).map_err(|e| e.with_target("properties.dnsZonePartner"))
+        })
+        .transpose()
+}
+
 /// The administrator login becomes a PostgreSQL role name.
 pub fn validate_login(login: &str) -> Result<(), ArmError> {
     let target = "properties.administratorLogin";
@@ -249,14 +260,7 @@ impl InstanceBody {
             "properties.administratorLoginPassword",
         )?;
         validate_password(&password)?;
-        let dns_zone_partner = props
-            .dns_zone_partner
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .map(|p| {
-                ManagedInstanceId::parse(p).map_err(|e| e.with_target("properties.dnsZonePartner"))
-            })
-            .transpose()?;
+        let dns_zone_partner = parse_partner(props.dns_zone_partner.as_deref())?;
         let collation = props.collation.unwrap_or_else(|| DEFAULT_COLLATION.into());
         if collation.is_empty() || collation.len() > 128 {
             return Err(
@@ -315,14 +319,7 @@ impl InstanceBody {
                     .with_target("properties.collation"));
             }
         }
-        if props
-            .dns_zone_partner
-            .as_deref()
-            .is_some_and(|p| !p.is_empty())
-        {
-            return Err(ArmError::property_change_not_allowed("dnsZonePartner")
-                .with_target("properties.dnsZonePartner"));
-        }
+        let dns_zone_partner = parse_partner(props.dns_zone_partner.as_deref())?;
         if let Some(p) = &props.administrator_login_password {
             validate_password(p)?;
         }
@@ -348,6 +345,7 @@ impl InstanceBody {
                 .transpose()?
                 .map(str::to_string),
             administrator_login_password: props.administrator_login_password,
+            dns_zone_partner,
         })
     }
 }

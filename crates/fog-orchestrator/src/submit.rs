@@ -175,6 +175,16 @@ impl Orchestrator {
         if rec.active_operation.is_some() {
             return Err(ArmError::conflicting_managed_instance_operation());
         }
+        if let Some(partner) = &changes.dns_zone_partner {
+            let zone = catalog::instance(self.store.as_ref(), partner)
+                .await
+                .map_err(store_err)?
+                .map(|p| p.value.dns_zone);
+            if zone.as_deref() != Some(rec.dns_zone.as_str()) {
+                return Err(ArmError::property_change_not_allowed("dnsZonePartner")
+                    .with_target("properties.dnsZonePartner"));
+            }
+        }
         let mut target = rec.clone();
         target.apply(&changes);
         target.provisioning_state = ProvisioningState::Succeeded;

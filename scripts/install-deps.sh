@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what fogd's build and tests need on Debian 12 and is a no-op when it is there:
+# PostgreSQL 15 server binaries, runuser (util-linux), python3-venv, curl.
+set -euo pipefail
+PG_BIN="${FOGD_PG_BIN_DIR:-/usr/lib/postgresql/15/bin}"
+need=()
+[ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_basebackup" ] || need+=(postgresql-15 postgresql-client-15)
+command -v curl >/dev/null || need+=(curl)
+command -v runuser >/dev/null || need+=(util-linux)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "install-deps: installing ${need[*]}" >&2
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  # Debian's package starts a cluster on 5432; fogd runs its own servers.
+  $sudo pg_ctlcluster 15 main stop 2>/dev/null || true
+fi
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+  echo "install-deps: running as root needs the unprivileged 'postgres' user (from the postgresql package)" >&2
+  exit 1
+fi
