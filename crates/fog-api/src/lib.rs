@@ -348,6 +348,7 @@ impl Ctx<'_> {
                     .await?
             }
             None => {
+                fog_model::names::validate_instance_name(&id.name)?;
                 let spec = parsed.into_create_spec()?;
                 self.api
                     .orch

@@ -148,6 +148,70 @@ catalogue! {
     /// An operation was interrupted and could not be completed.
     operation_interrupted() => 409, "OperationInterrupted",
         "The operation on the resource could not be completed because it was interrupted by another operation on the same resource.";
+
+    // ---- Instance failover groups ----
+    ifog_invalid_primary() => 400, "InstanceFailoverGroupCreateOrUpdateRequestInvalidPrimary",
+        "The given primary field in create or update instance failover group request body is empty or invalid.";
+    ifog_invalid_partner() => 400, "InstanceFailoverGroupCreateOrUpdateRequestInvalidPartner",
+        "The given partners field in create or update instance failover group request body is empty or invalid.";
+    ifog_duplicate_partner() => 400, "InstanceFailoverGroupCreateOrUpdateRequestDuplicatePartner",
+        "One or more of the provided partner servers are already part of the instance failover group. Please make sure the primary server and all of the given partner servers are unique.";
+    ifog_invalid_region() => 400, "InstanceFailoverGroupCreateOrUpdateRequestInvalidManagedInstanceRegion",
+        "The provided partner managed instance region in the instance failover group request body is empty or invalid.";
+    ifog_partner_count() => 400, "InstanceFailoverGroupCreateOrUpdateRequestUnsupportedPartnerCount",
+        "Only one partner region is supported.";
+    ifog_pair_count() => 400, "InstanceFailoverGroupCreateOrUpdateRequestUnsupportedPairCount",
+        "Only one managed instance pair is supported.";
+    ifog_missing_read_write_endpoint() => 400, "InstanceFailoverGroupCreateOrUpdateRequestInvalidReadWriteEndpoint",
+        "The readWriteEndpoint field is required for create or update requests.";
+    ifog_invalid_request() => 400, "InstanceFailoverGroupCreateOrUpdateRequestInvalid",
+        "The create or update instance failover group request body is empty or invalid.";
+    ifog_on_secondary() => 400, "InstanceFailoverGroupUpdateOrDeleteRequestOnSecondary",
+        "Modifications to the instance failover group are not allowed on a secondary server. Execute the request on the primary server.";
+    ifog_negative_grace() => 400, "InstanceFailoverGroupCreateOrUpdateRequestNegativeGracePeriodValues",
+        "Grace period value for the read-write endpoint must be non-negative.";
+    ifog_grace_below_minimum(minimum) => 400, "InstanceFailoverGroupCreateOrUpdateRequestLessThanMinimumGracePeriodValues",
+        "Grace period value for the instance failover group must be greater than or equal to the '{0}' minutes minimum grace period";
+    ifog_grace_required() => 400, "InstanceFailoverGroupCreateOrUpdateRequestInvalidReadWriteEndpointFields",
+        "The property failoverWithDataLossGracePeriodMinutes must be provided when failover policy Automatic is selected for the read-write endpoint.";
+    ifog_invalid_policy() => 400, "InstanceFailoverGroupCreateOrUpdateRequestInvalidReadWriteFailoverPolicy",
+        "The failoverPolicy field for the read-write endpoint is required for create or update requests.";
+    ifog_grace_with_manual() => 400, "InstanceFailoverGroupCreateOrUpdateRequestInvalidReadWriteEndpointFieldsForManualPolicy",
+        "Grace period value should not be provided when failover policy Manual is selected for the read-write endpoint.";
+    ifog_read_only_property_modified(property) => 400, "InstanceFailoverGroupCreateOrUpdateRequestReadOnlyPropertyModified",
+        "The create or update instance failover group request body should not modify the read-only property '{0}'.";
+    ifog_failover_on_primary() => 400, "InstanceFailoverGroupFailoverRequestOnPrimary",
+        "The failover request should be initiated on the secondary server of instance failover group.";
+    region_mismatch() => 400, "FailoverGroupRegionMismatch",
+        "Partner region specified in Failover Group need to match the region of the partner managed instance indicated.";
+    edition_mismatch() => 400, "ServerEditionMismatch",
+        "Edition must be the same as the primary server when creating a replica server.";
+    dns_zone_mismatch() => 400, "DnsZoneMismatch",
+        "The DNSZone on the partner server is different from the DNSZone on the source server. This breaks InstanceFailoverGroup functionality.";
+    size_mismatch() => 400, "GeoDrInstanceSizeMismatch",
+        "Primary managed instance and partner managed instance do not have the same storage size.";
+    secondary_not_empty() => 400, "GeoDrSecondaryInstanceNotEmpty",
+        "Secondary managed instance has user databases. To create an instance failover group the secondary managed instance needs to be empty.";
+    incorrect_networking() => 400, "InstanceFailoverGroupIncorrectNetworkingConfiguration",
+        "Networking configuration is incorrect. Primary server's replication traffic cannot reach secondary server.";
+    same_region() => 400, "InvalidFailoverGroupRegion",
+        "Servers specified in an Instance Failover Group need to reside in different regions to provide isolation.";
+    ifog_does_not_exist() => 400, "InstanceFailoverGroupDoesNotExist",
+        "Failover group does not exist on a server.";
+    database_format_mismatch() => 400, "ManagedInstanceEstablishingFailoverGroupGeoPrimaryWithNewerVersionEditionThanSecondary",
+        "Failover group cannot be created because database format of the primary instance is not compatible with the database format of the secondary instance. See https://go.microsoft.com/fwlink/?linkid=2251601 for more details.";
+    ifog_already_exists() => 409, "InstanceFailoverGroupAlreadyExists",
+        "Failover group already exists on a given server.";
+    ifog_busy() => 409, "InstanceFailoverGroupBusy",
+        "Instance failover group is busy with another operation.";
+    ifog_dns_record_in_use() => 409, "InstanceFailoverGroupDnsRecordInUse",
+        "A duplicate DNS record exists for the requested endpoint.";
+    invalid_failover_group_name() => 409, "InvalidFailoverGroupName",
+        "Invalid Instance Failover Group name was supplied.";
+    database_on_geo_secondary(instance, group) => 400, "DatabaseOperationOnGeoSecondaryNotAllowed",
+        "Managed instance '{0}' is the geo-secondary of instance failover group '{1}': its databases are read-only replicas. Create or delete databases on the primary managed instance.";
+    instance_in_failover_group(instance, group) => 409, "ManagedInstanceInFailoverGroup",
+        "Managed instance '{0}' belongs to instance failover group '{1}'. Delete the failover group first.";
 }
 
 impl ArmError {

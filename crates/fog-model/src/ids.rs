@@ -44,8 +44,10 @@ pub struct ManagedInstanceId {
 }
 
 impl ManagedInstanceId {
+    /// Names are matched case-insensitively, so an existing `mi-1` may be addressed as
+    /// `MI-1`; creating an instance checks the exact spelling separately.
     pub fn new(scope: Scope, name: &str) -> Result<Self, ArmError> {
-        names::validate_instance_name(name)?;
+        names::validate_instance_name(&name.to_ascii_lowercase())?;
         Ok(Self {
             scope,
             name: name.to_string(),

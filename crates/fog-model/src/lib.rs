@@ -14,6 +14,7 @@ pub mod api_version;
 pub mod body;
 pub mod database;
 pub mod error;
+pub mod failover_group;
 pub mod ids;
 pub mod instance;
 pub mod names;
@@ -21,6 +22,7 @@ pub mod operation;
 
 pub use database::{DatabaseRecord, DatabaseSpec, DatabaseStatus};
 pub use error::ArmError;
+pub use failover_group::{FailoverGroupRecord, ReplicationState, Side};
 pub use ids::{ManagedInstanceId, Scope};
 pub use instance::{
     InstanceChanges, InstanceRecord, InstanceSpec, ProvisioningState, ServerEndpoint, Sku,
@@ -35,4 +37,9 @@ macro_rules! persisted {
         }
     )*};
 }
-persisted!(InstanceRecord, DatabaseRecord, OperationRecord);
+persisted!(
+    InstanceRecord,
+    DatabaseRecord,
+    OperationRecord,
+    FailoverGroupRecord
+);

@@ -38,6 +38,7 @@ async fn error_envelopes_codes_and_statuses() {
         (Method::GET, format!("/subscriptions/not-a-guid/resourceGroups/rg/providers/Microsoft.Sql/managedInstances/x?{API}"), None, 400, "InvalidSubscriptionId", None),
         (Method::GET, format!("/subscriptions/{sub}/resourceGroups/bad%20rg/providers/Microsoft.Sql/managedInstances/x?{API}"), None, 400, "ResourceGroupNameInvalid", None),
         (Method::PUT, format!("{}?{API}", f.mi_path("rg", "Bad_Name")), Some(good.clone()), 400, "InvalidServerName", Some("managedInstanceName")),
+        (Method::PUT, format!("{}?{API}", f.mi_path("rg", "UpperCase")), Some(good.clone()), 400, "InvalidServerName", Some("managedInstanceName")),
         (Method::PUT, format!("{}?{API}", f.mi_path("rg", &"a".repeat(64))), Some(good.clone()), 400, "TokenTooLong", Some("managedInstanceName")),
         (Method::PUT, format!("{}?{API}", f.mi_path("rg", "a%00b")), Some(good.clone()), 400, "InvalidIdentifier", None),
         // bodies
