@@ -28,6 +28,41 @@ pub type Generation = u64;
 
 /// Name of the internal superuser fogd uses to manage each server.
 pub const SUPERUSER: &str = "fogd_superuser";
+/// Name of the role standbys use to stream WAL and to take base backups.
+pub const REPLICATOR: &str = "fogd_replicator";
+
+/// How a standby reaches its primary for base backups and streaming.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationSource {
+    pub host: String,
+    pub port: u16,
+    pub password: String,
+    /// Physical replication slot on the source.
+    pub slot: String,
+    /// `application_name` the standby reports (unique per standby).
+    pub application_name: String,
+}
+
+/// Progress of a base backup, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeedProgress {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// Receives seeding progress reports.
+pub type ProgressFn = dyn Fn(SeedProgress) + Send + Sync;
+
+/// What a server says about replication.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicationStatus {
+    /// The server is a standby.
+    pub in_recovery: bool,
+    /// `pg_stat_wal_receiver.status` on a standby (`streaming` when healthy).
+    pub receiver_status: Option<String>,
+    /// `application_name`s of standbys streaming from this server.
+    pub streaming_standbys: Vec<String>,
+}
 
 /// Everything the agent needs to know to address one server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +156,39 @@ pub trait InstanceAgent: Send + Sync + 'static {
     async fn drop_database(&self, spec: &ServerSpec, name: &str) -> Result<(), EngineError>;
     /// Names of the user databases on the server.
     async fn list_databases(&self, spec: &ServerSpec) -> Result<Vec<String>, EngineError>;
+    /// Creates or updates [`REPLICATOR`] with a SCRAM verifier.
+    async fn ensure_replication_role(
+        &self,
+        spec: &ServerSpec,
+        scram_verifier: &str,
+    ) -> Result<(), EngineError>;
+    /// From `from`'s side, opens a physical replication connection to `source` with its
+    /// credentials and identifies the system: proves a standby could stream from it.
+    async fn check_replication_source(
+        &self,
+        from: &ServerSpec,
+        source: &ReplicationSource,
+    ) -> Result<(), EngineError>;
+    /// Creates a physical replication slot reserving WAL now, if absent.
+    async fn ensure_slot(&self, spec: &ServerSpec, slot: &str) -> Result<(), EngineError>;
+    /// Drops a replication slot if present (waiting briefly for it to become inactive).
+    async fn drop_slot(&self, spec: &ServerSpec, slot: &str) -> Result<(), EngineError>;
+    /// Replaces the server's data with a base backup of `source` and starts it as a hot
+    /// standby streaming from it through the slot. Idempotent: a server already seeded from
+    /// this slot is only started.
+    async fn seed_standby(
+        &self,
+        spec: &ServerSpec,
+        source: &ReplicationSource,
+        progress: &ProgressFn,
+        gen: Generation,
+    ) -> Result<(), EngineError>;
+    /// Promotes a standby to a read-write primary (no-op on a primary), checkpoints, and
+    /// forgets its upstream.
+    async fn promote(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError>;
+    /// Observes replication on the server.
+    async fn replication_status(&self, spec: &ServerSpec)
+        -> Result<ReplicationStatus, EngineError>;
 }
 
 /// The SCRAM-SHA-256 verifier PostgreSQL stores for `password`. Computed where the

@@ -6,7 +6,10 @@
 //! directory, so copies of a data directory (base backups, rewinds) never carry them.
 
 use crate::sql::{self, ident, literal};
-use crate::{fence, EngineError, Generation, InstanceAgent, ServerSpec, ServerStatus, SUPERUSER};
+use crate::{
+    fence, EngineError, Generation, InstanceAgent, ProgressFn, ReplicationSource,
+    ReplicationStatus, SeedProgress, ServerSpec, ServerStatus, REPLICATOR, SUPERUSER,
+};
 use async_trait::async_trait;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -71,7 +74,7 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> EngineError 
 impl LocalAgent {
     /// Checks the binaries and, when root, resolves the OS user.
     pub fn new(settings: PgSettings) -> Result<Self, EngineError> {
-        for tool in ["initdb", "pg_ctl", "postgres"] {
+        for tool in ["initdb", "pg_ctl", "postgres", "pg_basebackup", "psql"] {
             if !settings.bin_dir.join(tool).exists() {
                 return Err(EngineError::Config(format!(
                     "{tool} not found in {} (install PostgreSQL 15 server binaries or set the PostgreSQL bin directory)",
@@ -187,6 +190,79 @@ impl LocalAgent {
     fn ensure_dir(&self, spec: &ServerSpec) -> Result<(), EngineError> {
         std::fs::create_dir_all(&spec.dir).map_err(io(format!("create {}", spec.dir.display())))?;
         self.own(&spec.dir, 0o700)
+    }
+}
+
+/// The libpq connection string a standby uses to reach its source.
+fn source_conninfo(source: &ReplicationSource) -> String {
+    format!(
+        "host={} port={} user={} application_name={} connect_timeout=5",
+        source.host, source.port, REPLICATOR, source.application_name
+    )
+}
+
+/// Parses pg_basebackup's `--progress` lines (`1234/5678 kB (21%), 0/1 tablespace`).
+pub(crate) fn parse_progress(line: &str) -> Option<SeedProgress> {
+    let kb = line.find(" kB")?;
+    let head = &line[..kb];
+    let start = head
+        .rfind(|c: char| !(c.is_ascii_digit() || c == '/'))
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    let (done, total) = head[start..].split_once('/')?;
+    Some(SeedProgress {
+        done: done.parse::<u64>().ok()? * 1024,
+        total: total.parse::<u64>().ok()? * 1024,
+    })
+}
+
+impl LocalAgent {
+    async fn basebackup(
+        &self,
+        spec: &ServerSpec,
+        target: &Path,
+        source: &ReplicationSource,
+        progress: &ProgressFn,
+    ) -> Result<(), EngineError> {
+        use tokio::io::AsyncBufReadExt;
+        let mut cmd = self.tool("pg_basebackup", &spec.dir);
+        cmd.arg("-D")
+            .arg(target)
+            .args(["-X", "stream", "-c", "fast", "-R", "--progress", "-S"])
+            .arg(&source.slot)
+            .arg("-d")
+            .arg(source_conninfo(source))
+            .env("PGPASSWORD", &source.password)
+            .stdout(Stdio::null());
+        let mut child = cmd.spawn().map_err(io("run pg_basebackup"))?;
+        let mut tail = Vec::new();
+        if let Some(stderr) = child.stderr.take() {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match parse_progress(&line) {
+                    Some(p) => progress(p),
+                    None => tail.push(line),
+                }
+            }
+        }
+        let status = child.wait().await.map_err(io("wait for pg_basebackup"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(EngineError::Tool {
+                tool: "pg_basebackup".into(),
+                status: status.to_string(),
+                output: tail.join("\n").chars().take(2000).collect(),
+            })
+        }
+    }
+
+    fn remove_dir(path: &Path) -> Result<(), EngineError> {
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(format!("remove {}", path.display()))(e)),
+        }
     }
 }
 
@@ -376,5 +452,203 @@ impl InstanceAgent for LocalAgent {
             .await
             .map_err(|e| sql::err(spec, e))?;
         Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    async fn ensure_replication_role(
+        &self,
+        spec: &ServerSpec,
+        scram_verifier: &str,
+    ) -> Result<(), EngineError> {
+        let c = sql::connect(spec, "postgres").await?;
+        let exists = c
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&REPLICATOR])
+            .await
+            .map_err(|e| sql::err(spec, e))?
+            .is_some();
+        let verb = if exists { "ALTER" } else { "CREATE" };
+        // Superuser too: pg_rewind against a new primary needs it (a later step).
+        let stmt = format!(
+            "{verb} ROLE {} WITH REPLICATION LOGIN SUPERUSER PASSWORD {}",
+            ident(REPLICATOR),
+            literal(scram_verifier)
+        );
+        c.batch_execute(&stmt).await.map_err(|e| sql::err(spec, e))
+    }
+
+    async fn check_replication_source(
+        &self,
+        from: &ServerSpec,
+        source: &ReplicationSource,
+    ) -> Result<(), EngineError> {
+        let mut cmd = self.tool("psql", &from.dir);
+        cmd.arg(format!(
+            "{} dbname=replication replication=true",
+            source_conninfo(source)
+        ))
+        .args(["-X", "-At", "-c", "IDENTIFY_SYSTEM"])
+        .env("PGPASSWORD", &source.password);
+        self.run(cmd, "psql IDENTIFY_SYSTEM").await.map(|_| ())
+    }
+
+    async fn ensure_slot(&self, spec: &ServerSpec, slot: &str) -> Result<(), EngineError> {
+        let c = sql::connect(spec, "postgres").await?;
+        c.execute(
+            "SELECT pg_create_physical_replication_slot($1, true)
+             WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| sql::err(spec, e))?;
+        Ok(())
+    }
+
+    async fn drop_slot(&self, spec: &ServerSpec, slot: &str) -> Result<(), EngineError> {
+        let c = sql::connect(spec, "postgres").await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = c
+                .execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                     WHERE slot_name = $1 AND NOT active",
+                    &[&slot],
+                )
+                .await
+                .map_err(|e| sql::err(spec, e))?;
+            let left = c
+                .query_opt(
+                    "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
+                .await
+                .map_err(|e| sql::err(spec, e))?;
+            if left.is_none() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError::Sql {
+                    uid: spec.uid.clone(),
+                    message: format!("replication slot {slot} stayed active ({r} dropped)"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn seed_standby(
+        &self,
+        spec: &ServerSpec,
+        source: &ReplicationSource,
+        progress: &ProgressFn,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        fence::admit(&spec.dir, &spec.uid, gen)?;
+        let marker = spec.dir.join("seeded-from");
+        let seeded = std::fs::read_to_string(&marker).is_ok_and(|s| s.trim() == source.slot)
+            && spec.pgdata().join("standby.signal").exists();
+        if !seeded {
+            let staging = spec.dir.join("pgdata.seeding");
+            Self::remove_dir(&staging)?;
+            self.basebackup(spec, &staging, source, progress).await?;
+            // Swap the data directories only once the copy is complete.
+            self.stop(spec, gen).await?;
+            let old = spec.dir.join("pgdata.old");
+            Self::remove_dir(&old)?;
+            if spec.pgdata().exists() {
+                std::fs::rename(spec.pgdata(), &old)
+                    .map_err(io("set aside the old data directory"))?;
+            }
+            std::fs::rename(&staging, spec.pgdata())
+                .map_err(io("install the seeded data directory"))?;
+            std::fs::write(&marker, &source.slot).map_err(io("write seeded-from marker"))?;
+            Self::remove_dir(&old)?;
+        }
+        self.ensure_running(spec, gen).await
+    }
+
+    async fn promote(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
+        fence::admit(&spec.dir, &spec.uid, gen)?;
+        let c = sql::connect(spec, "postgres").await?;
+        let in_recovery = |c: tokio_postgres::Client| async move {
+            c.query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .map(|r| (r.get::<_, bool>(0), c))
+        };
+        let (mut recovering, mut c) = in_recovery(c).await.map_err(|e| sql::err(spec, e))?;
+        if recovering {
+            c.execute("SELECT pg_promote(wait => false)", &[])
+                .await
+                .map_err(|e| sql::err(spec, e))?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while recovering {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(EngineError::Sql {
+                        uid: spec.uid.clone(),
+                        message: "promotion did not finish within 60 s".into(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                (recovering, c) = in_recovery(c).await.map_err(|e| sql::err(spec, e))?;
+            }
+        }
+        // Move pg_control to the new timeline now (pg_rewind reads it), and forget the
+        // old upstream.
+        // One statement per call: ALTER SYSTEM refuses the implicit transaction of a
+        // multi-statement query.
+        for stmt in [
+            "CHECKPOINT",
+            "ALTER SYSTEM RESET primary_conninfo",
+            "ALTER SYSTEM RESET primary_slot_name",
+            "SELECT pg_reload_conf()",
+        ] {
+            c.batch_execute(stmt).await.map_err(|e| sql::err(spec, e))?;
+        }
+        Ok(())
+    }
+
+    async fn replication_status(
+        &self,
+        spec: &ServerSpec,
+    ) -> Result<ReplicationStatus, EngineError> {
+        let c = sql::connect(spec, "postgres").await?;
+        let row = c
+            .query_one(
+                "SELECT pg_is_in_recovery(),
+                        (SELECT status FROM pg_stat_wal_receiver LIMIT 1),
+                        ARRAY(SELECT application_name FROM pg_stat_replication WHERE state = 'streaming')",
+                &[],
+            )
+            .await
+            .map_err(|e| sql::err(spec, e))?;
+        Ok(ReplicationStatus {
+            in_recovery: row.get(0),
+            receiver_status: row.get(1),
+            streaming_standbys: row.get(2),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines() {
+        assert_eq!(
+            parse_progress("   1234/5678 kB (21%), 0/1 tablespace"),
+            Some(SeedProgress {
+                done: 1234 * 1024,
+                total: 5678 * 1024
+            })
+        );
+        assert_eq!(
+            parse_progress(
+                "5678/5678 kB (100%), 1/1 tablespace (...data/pgdata.seeding/global/pg_control)"
+            ),
+            Some(SeedProgress {
+                done: 5678 * 1024,
+                total: 5678 * 1024
+            })
+        );
+        assert_eq!(parse_progress("pg_basebackup: checkpoint completed"), None);
     }
 }
