@@ -16,8 +16,10 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use fog_model::failover_group::{GroupBody, ListenerAddresses, ReplicationState};
 use fog_model::{body, ArmError, ManagedInstanceId, OperationRecord, OperationStatus};
-use fog_orchestrator::{catalog, DatabaseCreate, Orchestrator};
+use fog_model::{FailoverGroupRecord, Side};
+use fog_orchestrator::{catalog, DatabaseCreate, GroupAddress, Orchestrator};
 use route::{OperationView, Route};
 use std::sync::Arc;
 
@@ -190,16 +192,88 @@ async fn handle(
             }
         }
         (Method::GET, Route::Databases(id)) => {
-            ctx.instance(&id).await?;
-            let list = catalog::databases(api.orch.store().as_ref(), &id)
+            let inst = ctx.instance(&id).await?;
+            let list = catalog::databases_of_group_member(api.orch.store().as_ref(), &inst)
                 .await
                 .map_err(store_err)?;
-            let value: Vec<_> = list.iter().map(|d| d.value.view()).collect();
+            let fog_id = ctx.group_id_seen_from(&inst).await?;
+            let value: Vec<_> = list
+                .iter()
+                .map(|d| d.value.view_as(&inst.id, fog_id.as_deref()))
+                .collect();
             Ok(json(StatusCode::OK, serde_json::json!({ "value": value })))
         }
         (Method::GET, Route::Database(id, db)) => {
-            let rec = ctx.database(&id, &db).await?;
-            Ok(json(StatusCode::OK, rec.view()))
+            let inst = ctx.instance(&id).await?;
+            let list = catalog::databases_of_group_member(api.orch.store().as_ref(), &inst)
+                .await
+                .map_err(store_err)?;
+            let rec = list
+                .into_iter()
+                .find(|d| d.value.name.eq_ignore_ascii_case(&db))
+                .ok_or_else(|| ArmError::managed_database_not_found(&db))?;
+            let fog_id = ctx.group_id_seen_from(&inst).await?;
+            Ok(json(
+                StatusCode::OK,
+                rec.value.view_as(&inst.id, fog_id.as_deref()),
+            ))
+        }
+        (Method::GET, Route::FailoverGroups { scope, location }) => {
+            ctx.list_groups(&scope, &location, uri).await
+        }
+        (
+            Method::GET,
+            Route::FailoverGroup {
+                scope,
+                location,
+                name,
+            },
+        ) => {
+            let (g, side) = ctx.group(&scope, &location, &name).await?;
+            Ok(json(StatusCode::OK, ctx.group_view(&g, side).await?))
+        }
+        (
+            Method::PUT,
+            Route::FailoverGroup {
+                scope,
+                location,
+                name,
+            },
+        ) => {
+            let spec = body::parse::<GroupBody>(&body)
+                .map_err(|e| {
+                    // An unparsable body is the catalogue's "empty or invalid" error.
+                    if e.target.is_none() {
+                        ArmError::ifog_invalid_request()
+                    } else {
+                        e
+                    }
+                })?
+                .into_spec(api.orch.config().min_grace_minutes)?;
+            let addr = GroupAddress { scope, location };
+            let op = api
+                .orch
+                .put_failover_group(&addr, &name, spec, &ctx.api_version)
+                .await?;
+            Ok(ctx.accepted(&op))
+        }
+        (
+            Method::DELETE,
+            Route::FailoverGroup {
+                scope,
+                location,
+                name,
+            },
+        ) => {
+            let addr = GroupAddress { scope, location };
+            match api
+                .orch
+                .delete_failover_group(&addr, &name, &ctx.api_version)
+                .await?
+            {
+                Some(op) => Ok(ctx.accepted(&op)),
+                None => Ok(StatusCode::NO_CONTENT.into_response()),
+            }
         }
         (Method::PUT, Route::Database(id, db)) => {
             fog_model::names::validate_database_name(&db)?;
@@ -238,7 +312,7 @@ async fn handle(
                 .filter(|op| op.kind == kind && op.scope.subscription == subscription)
                 .ok_or_else(ArmError::operation_id_not_found)?;
             match view {
-                OperationView::Status => ctx.operation_status(&op),
+                OperationView::Status => ctx.operation_status(&op).await,
                 OperationView::Result => ctx.operation_result(&op).await,
             }
         }
@@ -389,8 +463,24 @@ impl Ctx<'_> {
         r
     }
 
-    fn operation_status(&self, op: &OperationRecord) -> Result<Response, ArmError> {
-        let mut r = json(StatusCode::OK, op.status_view());
+    async fn operation_status(&self, op: &OperationRecord) -> Result<Response, ArmError> {
+        let mut view = op.status_view();
+        if let (OperationStatus::InProgress, fog_model::Action::CreateFailoverGroup { name }) =
+            (op.status, &op.action)
+        {
+            // Seeding dominates a create: report its byte progress between 10 % and 90 %.
+            if let Some(g) = catalog::group(self.api.orch.store().as_ref(), name)
+                .await
+                .map_err(store_err)?
+            {
+                if let Some(p) = g.value.seeding.filter(|p| p.bytes_total > 0) {
+                    let pct = 10 + 80 * p.bytes_done.min(p.bytes_total) / p.bytes_total;
+                    view["percentComplete"] = pct.into();
+                    view["seedingProgress"] = serde_json::json!({ "bytesDone": p.bytes_done, "bytesTotal": p.bytes_total });
+                }
+            }
+        }
+        let mut r = json(StatusCode::OK, view);
         if !op.status.is_terminal() {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -431,8 +521,126 @@ impl Ctx<'_> {
                         .await?
                         .view(&self.api.config.dns_suffix),
                 )),
+                fog_model::Action::CreateFailoverGroup { name }
+                | fog_model::Action::UpdateFailoverGroup { name, .. } => {
+                    let (g, side) = self.group(&op.scope, &op.location, name).await?;
+                    Ok(json(StatusCode::OK, self.group_view(&g, side).await?))
+                }
                 _ => Ok(StatusCode::NO_CONTENT.into_response()),
             },
         }
+    }
+
+    /// The group named in a path, and which member the path's address is.
+    async fn group(
+        &self,
+        scope: &fog_model::Scope,
+        location: &str,
+        name: &str,
+    ) -> Result<(FailoverGroupRecord, Side), ArmError> {
+        let g = catalog::group(self.api.orch.store().as_ref(), name)
+            .await
+            .map_err(store_err)?
+            .map(|v| v.value)
+            .ok_or_else(|| {
+                ArmError::child_resource_not_found(fog_model::failover_group::RESOURCE_TYPE, name)
+            })?;
+        let side = g
+            .side(&scope.subscription, &scope.resource_group, location)
+            .ok_or_else(ArmError::ifog_does_not_exist)?;
+        Ok((g, side))
+    }
+
+    /// The replication state to report: set by a running operation while it seeds,
+    /// otherwise what the observer last saw.
+    async fn group_state(&self, g: &FailoverGroupRecord) -> Result<ReplicationState, ArmError> {
+        if matches!(
+            g.replication_state,
+            ReplicationState::Pending | ReplicationState::Seeding
+        ) {
+            return Ok(g.replication_state);
+        }
+        Ok(catalog::observed(self.api.orch.store().as_ref(), &g.name)
+            .await
+            .map_err(store_err)?
+            .map(|o| o.replication_state)
+            .unwrap_or(g.replication_state))
+    }
+
+    async fn group_view(
+        &self,
+        g: &FailoverGroupRecord,
+        side: Side,
+    ) -> Result<serde_json::Value, ArmError> {
+        let state = self.group_state(g).await?;
+        let addresses = ListenerAddresses {
+            host: self.api.orch.config().listener_host.clone(),
+            dns_suffix: self.api.config.dns_suffix.clone(),
+        };
+        Ok(g.view(side, state, &addresses))
+    }
+
+    /// `failoverGroupId` for databases seen through `inst`: the group's id from its side.
+    async fn group_id_seen_from(
+        &self,
+        inst: &fog_model::InstanceRecord,
+    ) -> Result<Option<String>, ArmError> {
+        let Some(name) = &inst.failover_group else {
+            return Ok(None);
+        };
+        let Some(g) = catalog::group(self.api.orch.store().as_ref(), name)
+            .await
+            .map_err(store_err)?
+        else {
+            return Ok(None);
+        };
+        let member = if g.value.primary.instance.key() == inst.id.key() {
+            &g.value.primary
+        } else {
+            &g.value.secondary
+        };
+        Ok(Some(format!(
+            "{}/providers/Microsoft.Sql/locations/{}/instanceFailoverGroups/{}",
+            member.instance.scope.path(),
+            member.location_label.replace(' ', ""),
+            g.value.name
+        )))
+    }
+
+    /// Groups with a member at the address, paged by `$skipToken` (an offset).
+    async fn list_groups(
+        &self,
+        scope: &fog_model::Scope,
+        location: &str,
+        uri: &Uri,
+    ) -> Result<Response, ArmError> {
+        const PAGE: usize = 100;
+        let skip: usize = query_param(uri, "$skipToken")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let groups = catalog::groups(self.api.orch.store().as_ref())
+            .await
+            .map_err(store_err)?;
+        let mine: Vec<_> = groups
+            .into_iter()
+            .filter_map(|g| {
+                let side = g
+                    .value
+                    .side(&scope.subscription, &scope.resource_group, location)?;
+                Some((g.value, side))
+            })
+            .collect();
+        let mut value = Vec::new();
+        for (g, side) in mine.iter().skip(skip).take(PAGE) {
+            value.push(self.group_view(g, *side).await?);
+        }
+        let mut body = serde_json::json!({ "value": value });
+        if skip + PAGE < mine.len() {
+            body["nextLink"] = format!(
+                "{}{}/providers/Microsoft.Sql/locations/{}/instanceFailoverGroups?api-version={}&$skipToken={}",
+                self.base, scope.path(), location.replace(' ', "%20"), self.api_version, skip + PAGE
+            ).into();
+        }
+        Ok(json(StatusCode::OK, body))
     }
 }

@@ -23,6 +23,16 @@ pub enum Route {
     Instance(ManagedInstanceId),
     Databases(ManagedInstanceId),
     Database(ManagedInstanceId, String),
+    /// Failover groups visible at a member's (subscription, resource group, location).
+    FailoverGroups {
+        scope: Scope,
+        location: String,
+    },
+    FailoverGroup {
+        scope: Scope,
+        location: String,
+        name: String,
+    },
     Operation {
         subscription: String,
         kind: OperationKind,
@@ -82,6 +92,20 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
             [_, name, dbs, db] if is(dbs, "databases") => {
                 Ok(Route::Database(instance(name)?, db.to_string()))
             }
+            _ => Err(unknown()),
+        };
+    }
+    if rest.len() >= 3 && is(rest[0], "locations") && is(rest[2], "instanceFailoverGroups") {
+        let scope = scope.clone().ok_or_else(unknown)?;
+        let location = rest[1].to_string();
+        names::validate_location(&location)?;
+        return match rest {
+            [_, _, _] => Ok(Route::FailoverGroups { scope, location }),
+            [_, _, _, name] => Ok(Route::FailoverGroup {
+                scope,
+                location,
+                name: name.to_string(),
+            }),
             _ => Err(unknown()),
         };
     }
@@ -157,6 +181,25 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn parses_failover_group_paths() {
+        let r = parse(&format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Sql/locations/Japan%20East/instanceFailoverGroups/fg-1")).unwrap();
+        match r {
+            Route::FailoverGroup { location, name, .. } => {
+                assert_eq!((location.as_str(), name.as_str()), ("Japan East", "fg-1"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Sql/locations/eastus/INSTANCEFAILOVERGROUPS")).unwrap(),
+            Route::FailoverGroups { .. }
+        ));
+        assert_eq!(
+            parse(&format!("/subscriptions/{SUB}/providers/Microsoft.Sql/locations/eastus/instanceFailoverGroups/x")).unwrap_err().code,
+            "InvalidResourceType"
+        );
     }
 
     #[test]

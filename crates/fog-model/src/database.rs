@@ -106,12 +106,21 @@ impl DatabaseRecord {
 
     /// The JSON clients see.
     pub fn view(&self) -> serde_json::Value {
+        self.view_as(&self.instance, None)
+    }
+
+    /// The view through `instance` (either member of a group), with `failoverGroupId`.
+    pub fn view_as(
+        &self,
+        instance: &ManagedInstanceId,
+        failover_group_id: Option<&str>,
+    ) -> serde_json::Value {
         let created = self
             .creation_date
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        serde_json::json!({
-            "id": self.id(),
+        let mut v = serde_json::json!({
+            "id": format!("{}/databases/{}", instance, self.name),
             "name": self.name,
             "type": RESOURCE_TYPE,
             "location": self.location,
@@ -123,7 +132,11 @@ impl DatabaseRecord {
                 "earliestRestorePoint": created,
                 "isLedgerOn": false,
             }
-        })
+        });
+        if let Some(id) = failover_group_id {
+            v["properties"]["failoverGroupId"] = id.into();
+        }
+        v
     }
 }
 

@@ -262,6 +262,20 @@ pub struct FailoverGroupRecord {
     pub created: OffsetDateTime,
 }
 
+/// What the health observer last saw of a group (format [`ObservedGroup::FORMAT`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedGroup {
+    pub replication_state: ReplicationState,
+    pub primary_available: bool,
+    pub secondary_available: bool,
+    /// The group generation the observation was made under.
+    pub generation: u64,
+}
+
+impl ObservedGroup {
+    pub const FORMAT: u32 = 1;
+}
+
 /// Which member an address names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {

@@ -327,17 +327,27 @@ impl InstanceBody {
         // Scaling within or across tiers is allowed: the guide's scaling order implies
         // temporary mismatches between the members of a group.
         let sku_name = sku_name(&sku)?;
+        let database_format = props
+            .database_format
+            .as_deref()
+            .map(|f| enum_value(f, DATABASE_FORMATS, "properties.databaseFormat"))
+            .transpose()?;
+        if existing.database_format == "AlwaysUpToDate"
+            && database_format.is_some_and(|f| f != "AlwaysUpToDate")
+        {
+            return Err(ArmError::new(
+                400,
+                "ManagedInstanceUpdatePolicyDowngradeNotAllowed",
+                "The update policy cannot be changed back once it is AlwaysUpToDate.",
+            )
+            .with_target("properties.databaseFormat"));
+        }
         Ok(InstanceChanges {
             tags: self.tags,
             sku_name: sku_name.map(str::to_string),
             v_cores: v_cores(props.v_cores, sku.capacity)?,
             storage_size_in_gb: storage(props.storage_size_in_gb)?,
-            database_format: props
-                .database_format
-                .as_deref()
-                .map(|f| enum_value(f, DATABASE_FORMATS, "properties.databaseFormat"))
-                .transpose()?
-                .map(str::to_string),
+            database_format: database_format.map(str::to_string),
             license_type: props
                 .license_type
                 .as_deref()
@@ -414,6 +424,9 @@ pub struct InstanceRecord {
     pub active_operation: Option<String>,
     /// Fencing generation for commands sent to this instance's agent.
     pub generation: u64,
+    /// The instance failover group this instance belongs to.
+    #[serde(default)]
+    pub failover_group: Option<String>,
 }
 
 impl InstanceRecord {
@@ -599,6 +612,7 @@ mod tests {
             create_time: OffsetDateTime::UNIX_EPOCH,
             active_operation: None,
             generation: 1,
+            failover_group: None,
         };
         let change =
             |json: &str| parse::<InstanceBody>(json.as_bytes()).and_then(|b| b.into_changes(&rec));
@@ -617,6 +631,10 @@ mod tests {
         updated.apply(&c);
         assert_eq!(updated.sku.capacity, 16);
         assert_eq!(updated.database_format, "AlwaysUpToDate");
+        let e = parse::<InstanceBody>(br#"{"properties":{"databaseFormat":"SQLServer2022"}}"#)
+            .and_then(|b| b.into_changes(&updated))
+            .unwrap_err();
+        assert_eq!(e.code, "ManagedInstanceUpdatePolicyDowngradeNotAllowed");
         assert_eq!(updated.tags.get("a").map(String::as_str), Some("b"));
         let v = updated.view("database.fogd.local");
         assert_eq!(

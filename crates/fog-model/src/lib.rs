@@ -41,5 +41,6 @@ persisted!(
     InstanceRecord,
     DatabaseRecord,
     OperationRecord,
-    FailoverGroupRecord
+    FailoverGroupRecord,
+    failover_group::ObservedGroup
 );

@@ -64,6 +64,16 @@ pub enum Action {
         instance: ManagedInstanceId,
         database: String,
     },
+    CreateFailoverGroup {
+        name: String,
+    },
+    UpdateFailoverGroup {
+        name: String,
+        policies: crate::failover_group::Policies,
+    },
+    DeleteFailoverGroup {
+        name: String,
+    },
 }
 
 impl Action {
@@ -71,7 +81,9 @@ impl Action {
     pub fn is_delete(&self) -> bool {
         matches!(
             self,
-            Action::DeleteInstance { .. } | Action::DeleteDatabase { .. }
+            Action::DeleteInstance { .. }
+                | Action::DeleteDatabase { .. }
+                | Action::DeleteFailoverGroup { .. }
         )
     }
 }

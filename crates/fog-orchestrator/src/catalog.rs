@@ -9,16 +9,40 @@
 //! | `secrets/{uid}` | [`InstanceSecret`] (never rendered to clients) |
 //! | `databases/{sub}/{rg}/{mi}/{db}` | [`DatabaseRecord`] |
 //! | `operations/{id}` | [`OperationRecord`] |
+//! | `failover-groups/{name}` | [`FailoverGroupRecord`] (names are global, like DNS names) |
+//! | `observed/failover-groups/{name}` | [`ObservedGroup`] written by the health observer |
+//! | `listener-ports/{name}` | [`ListenerPorts`] last used by a group name (reused on re-create) |
 
-use fog_model::{DatabaseRecord, InstanceRecord, ManagedInstanceId, OperationRecord, Scope};
+use fog_model::failover_group::{ListenerPorts, ObservedGroup};
+use fog_model::{
+    DatabaseRecord, FailoverGroupRecord, InstanceRecord, ManagedInstanceId, OperationRecord, Scope,
+};
 use fog_store::typed::{self, Persisted, Versioned};
 use fog_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
-/// Credentials fogd keeps for managing a server.
+/// Credentials fogd keeps for managing a server. Members of a failover group end up with
+/// the primary's credentials (roles are part of the replicated data).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceSecret {
     pub superuser_password: String,
+    /// Password of the replication role on this server.
+    #[serde(default)]
+    pub replication_password: String,
+    /// The superuser password before it was aligned with a group primary's (used only to
+    /// finish an interrupted alignment).
+    #[serde(default)]
+    pub previous_superuser_password: Option<String>,
+}
+
+/// Persisted listener port reservations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListenerReservation {
+    pub ports: ListenerPorts,
+}
+
+impl Persisted for ListenerReservation {
+    const FORMAT: u32 = 1;
 }
 
 impl Persisted for InstanceSecret {
@@ -110,4 +134,73 @@ pub async fn operation(
 
 pub async fn secret(store: &dyn Store, uid: &str) -> Result<Option<InstanceSecret>, StoreError> {
     Ok(typed::get(store, &secret_key(uid)).await?.map(|v| v.value))
+}
+
+pub fn group_key(name: &str) -> String {
+    format!("failover-groups/{}", name.to_lowercase())
+}
+
+pub fn observed_key(name: &str) -> String {
+    format!("observed/failover-groups/{}", name.to_lowercase())
+}
+
+pub fn listener_ports_key(name: &str) -> String {
+    format!("listener-ports/{}", name.to_lowercase())
+}
+
+pub async fn group(
+    store: &dyn Store,
+    name: &str,
+) -> Result<Option<Versioned<FailoverGroupRecord>>, StoreError> {
+    typed::get(store, &group_key(name)).await
+}
+
+pub async fn groups(store: &dyn Store) -> Result<Vec<Versioned<FailoverGroupRecord>>, StoreError> {
+    Ok(typed::list(store, "failover-groups/")
+        .await?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect())
+}
+
+pub async fn observed(store: &dyn Store, name: &str) -> Result<Option<ObservedGroup>, StoreError> {
+    Ok(typed::get(store, &observed_key(name))
+        .await?
+        .map(|v| v.value))
+}
+
+pub async fn listener_reservation(
+    store: &dyn Store,
+    name: &str,
+) -> Result<Option<ListenerReservation>, StoreError> {
+    Ok(typed::get(store, &listener_ports_key(name))
+        .await?
+        .map(|v| v.value))
+}
+
+/// Databases visible through an instance: its own, and — when it is in a group — those of
+/// the other member too (they are the same physical databases, replicated).
+pub async fn databases_of_group_member(
+    store: &dyn Store,
+    instance: &InstanceRecord,
+) -> Result<Vec<Versioned<DatabaseRecord>>, StoreError> {
+    let mut all = databases(store, &instance.id).await?;
+    if let Some(name) = &instance.failover_group {
+        if let Some(g) = group(store, name).await? {
+            let other = if g.value.primary.instance.key() == instance.id.key() {
+                &g.value.secondary.instance
+            } else {
+                &g.value.primary.instance
+            };
+            all.extend(databases(store, other).await?);
+        }
+    }
+    all.sort_by(|a, b| {
+        a.value
+            .name
+            .to_lowercase()
+            .cmp(&b.value.name.to_lowercase())
+    });
+    all.dedup_by(|a, b| a.value.name.eq_ignore_ascii_case(&b.value.name));
+    Ok(all)
 }

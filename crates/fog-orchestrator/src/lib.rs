@@ -18,11 +18,15 @@
 
 pub mod catalog;
 pub mod failpoint;
+mod group_steps;
+mod observer;
 mod runner;
 pub mod steps;
 mod submit;
+mod submit_group;
 
 pub use submit::DatabaseCreate;
+pub use submit_group::GroupAddress;
 
 use fog_engine::{InstanceAgent, ServerSpec};
 use fog_model::{ArmError, InstanceRecord};
@@ -41,6 +45,12 @@ pub struct OrchestratorConfig {
     pub port_range: Option<(u16, u16)>,
     /// How often a failing step is tried before the operation fails.
     pub step_attempts: u32,
+    /// Address failover-group listeners bind to.
+    pub listener_host: String,
+    /// Inclusive port range for listeners; `None` lets the OS pick free ports.
+    pub listener_ports: Option<(u16, u16)>,
+    /// Smallest accepted `failoverWithDataLossGracePeriodMinutes` (Azure: 60).
+    pub min_grace_minutes: i64,
 }
 
 impl Default for OrchestratorConfig {
@@ -50,6 +60,9 @@ impl Default for OrchestratorConfig {
             server_host: "127.0.0.1".into(),
             port_range: None,
             step_attempts: 3,
+            listener_host: "127.0.0.1".into(),
+            listener_ports: None,
+            min_grace_minutes: 60,
         }
     }
 }
@@ -85,6 +98,10 @@ impl Orchestrator {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn config(&self) -> &OrchestratorConfig {
+        &self.config
     }
 
     /// The agent address of an instance's server.

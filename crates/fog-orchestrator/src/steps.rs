@@ -14,6 +14,9 @@ use fog_store::{Precondition, Write};
 
 /// Step names per action, in order. Names double as failpoint names.
 pub fn step_names(action: &Action) -> &'static [&'static str] {
+    if let Some(names) = crate::group_steps::step_names(action) {
+        return names;
+    }
     match action {
         Action::CreateInstance { .. } => &[
             "create_instance.initialize",
@@ -25,6 +28,9 @@ pub fn step_names(action: &Action) -> &'static [&'static str] {
         Action::DeleteInstance { .. } => &["delete_instance.destroy", "delete_instance.finish"],
         Action::CreateDatabase { .. } => &["create_database.create", "create_database.finish"],
         Action::DeleteDatabase { .. } => &["delete_database.drop", "delete_database.finish"],
+        Action::CreateFailoverGroup { .. }
+        | Action::UpdateFailoverGroup { .. }
+        | Action::DeleteFailoverGroup { .. } => &[],
     }
 }
 
@@ -70,6 +76,9 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
         | Action::DeleteInstance { instance }
         | Action::CreateDatabase { instance, .. }
         | Action::DeleteDatabase { instance, .. } => instance,
+        Action::CreateFailoverGroup { .. }
+        | Action::UpdateFailoverGroup { .. }
+        | Action::DeleteFailoverGroup { .. } => return crate::group_steps::execute(o, op).await,
     };
     let inst = catalog::instance(store, instance_id)
         .await
@@ -93,14 +102,25 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
                 ..
             },
             "create_instance.login",
-        ) => agent
-            .ensure_login(
-                &spec,
-                &inst.value.administrator_login,
-                admin_password_verifier,
-            )
-            .await
-            .map_err(engine(step))?,
+        ) => {
+            agent
+                .ensure_login(
+                    &spec,
+                    &inst.value.administrator_login,
+                    admin_password_verifier,
+                )
+                .await
+                .map_err(engine(step))?;
+            let secret = catalog::secret(store, &inst.value.uid)
+                .await
+                .map_err(store_err)?
+                .ok_or_else(|| ArmError::internal("the instance's credentials are missing"))?;
+            let verifier = fog_engine::scram_verifier(&secret.replication_password);
+            agent
+                .ensure_replication_role(&spec, &verifier)
+                .await
+                .map_err(engine(step))?;
+        }
         (Action::CreateInstance { .. }, "create_instance.finish") => {
             let mut rec = inst.value;
             rec.provisioning_state = ProvisioningState::Succeeded;
@@ -205,6 +225,9 @@ pub(crate) async fn compensate(o: &Orchestrator, op: &OperationRecord) -> Vec<Wr
     let store = o.store.as_ref();
     let owned = |active: &Option<String>| active.as_deref() == Some(op.id.as_str());
     match &op.action {
+        Action::CreateFailoverGroup { .. }
+        | Action::UpdateFailoverGroup { .. }
+        | Action::DeleteFailoverGroup { .. } => crate::group_steps::compensate(o, op).await,
         Action::CreateInstance { instance, .. } => {
             let Ok(Some(inst)) = catalog::instance(store, instance).await else {
                 return vec![];

@@ -139,9 +139,12 @@ impl Orchestrator {
             create_time: OffsetDateTime::now_utc(),
             active_operation: Some(op.id.clone()),
             generation: 1,
+            failover_group: None,
         };
         let secret = InstanceSecret {
             superuser_password: fog_engine::random_secret(),
+            replication_password: fog_engine::random_secret(),
+            previous_superuser_password: None,
         };
         self.store
             .commit(vec![
@@ -236,6 +239,9 @@ impl Orchestrator {
         if rec.active_operation.is_some() {
             return Err(ArmError::conflicting_managed_instance_operation());
         }
+        if let Some(group) = &rec.failover_group {
+            return Err(ArmError::instance_in_failover_group(&rec.id.name, group));
+        }
         let dbs = catalog::databases(store, id).await.map_err(store_err)?;
         if dbs.iter().any(|d| d.value.active_operation.is_some()) {
             return Err(ArmError::conflicting_managed_instance_operation());
@@ -287,6 +293,17 @@ impl Orchestrator {
             || inst.value.provisioning_state != ProvisioningState::Succeeded
         {
             return Err(ArmError::conflicting_server_operation());
+        }
+        // A geo-secondary's databases are read-only replicas of the primary's.
+        if let Some(name) = &inst.value.failover_group {
+            if let Some(g) = catalog::group(self.store.as_ref(), name)
+                .await
+                .map_err(store_err)?
+            {
+                if g.value.secondary.instance.key() == id.key() {
+                    return Err(ArmError::database_on_geo_secondary(&id.name, name));
+                }
+            }
         }
         Ok(inst)
     }
@@ -362,6 +379,8 @@ impl Orchestrator {
         api_version: &str,
     ) -> Result<Option<OperationRecord>, ArmError> {
         let store = self.store.as_ref();
+        // The instance first, so a geo-secondary gets its clear refusal.
+        let inst = self.ready_instance(id).await?;
         let Some(db) = catalog::database(store, id, name)
             .await
             .map_err(store_err)?
@@ -371,7 +390,6 @@ impl Orchestrator {
         if db.value.active_operation.is_some() {
             return Err(ArmError::conflicting_server_operation());
         }
-        let inst = self.ready_instance(id).await?;
         let op = Self::new_operation(
             OperationKind::ManagedDatabase,
             id,

@@ -6,6 +6,7 @@
 //! ([`tls`]). Its data directory layout is described in [`datadir`].
 
 mod datadir;
+mod routing;
 mod tls;
 
 use anyhow::{Context, Result};
@@ -81,6 +82,23 @@ struct ServeArgs {
     /// Largest accepted request body in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
+    /// Address failover-group listeners (read-write and read-only endpoints) bind to.
+    #[arg(long, env = "FOGD_LISTENER_HOST", default_value = "127.0.0.1")]
+    listener_host: String,
+    /// Port range for failover-group listeners, e.g. 16000-16999 (default: free ports
+    /// chosen by the OS; a re-created group gets its old ports back when free).
+    #[arg(long, env = "FOGD_LISTENER_PORTS", value_parser = parse_range)]
+    listener_ports: Option<(u16, u16)>,
+    /// Smallest failoverWithDataLossGracePeriodMinutes accepted (Azure: 60).
+    #[arg(long, env = "FOGD_MIN_GRACE_PERIOD_MINUTES", default_value_t = 60)]
+    min_grace_period_minutes: i64,
+    /// How long a connection that reaches a read-write listener during a role switch
+    /// waits for the new primary before it is refused, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    listener_hold_ms: u64,
+    /// How often the replication observer probes every group, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    observe_interval_ms: u64,
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -140,6 +158,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
             servers_dir,
             server_host: args.server_host.clone(),
             port_range: args.server_ports,
+            listener_host: args.listener_host.clone(),
+            listener_ports: args.listener_ports,
+            min_grace_minutes: args.min_grace_period_minutes,
             ..Default::default()
         },
     );
@@ -147,6 +168,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if resumed > 0 {
         tracing::info!(resumed, "resumed unfinished operations");
     }
+
+    tokio::spawn(routing::run(
+        orch.store().clone(),
+        args.listener_host.clone(),
+        fog_listener::ListenerConfig {
+            hold_bound: Duration::from_millis(args.listener_hold_ms),
+            ..Default::default()
+        },
+    ));
+    let interval = Duration::from_millis(args.observe_interval_ms);
+    tokio::spawn(orch.clone().run_observer(interval, Duration::from_secs(2)));
 
     let app = fog_api::router(
         orch.clone(),

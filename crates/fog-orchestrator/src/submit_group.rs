@@ -1,0 +1,430 @@
+//! Accepting failover-group requests: the rules that need stored state (and a real
+//! connectivity check), then one atomic batch recording the group, its members' membership
+//! and the operation.
+
+use crate::catalog::{self, InstanceSecret, ListenerReservation};
+use crate::{store_err, Orchestrator};
+use fog_engine::ReplicationSource;
+use fog_model::failover_group::{
+    validate_name, GroupSpec, ListenerPorts, Member, ReplicationState,
+};
+use fog_model::{
+    names, Action, ArmError, FailoverGroupRecord, InstanceRecord, OperationKind, OperationRecord,
+    ProvisioningState, Scope, Side,
+};
+use fog_store::typed::{put, Versioned};
+use fog_store::{Precondition, StoreError, Write};
+use time::OffsetDateTime;
+
+/// Where a group request was addressed: a member's subscription, resource group and
+/// location (as spelled in the path).
+#[derive(Debug, Clone)]
+pub struct GroupAddress {
+    pub scope: Scope,
+    pub location: String,
+}
+
+impl GroupAddress {
+    /// The location segment used in polling URLs (`Japan East` → `JapanEast`).
+    pub fn url_location(&self) -> String {
+        self.location.replace(' ', "")
+    }
+}
+
+fn busy(e: StoreError, err: ArmError) -> ArmError {
+    match e {
+        StoreError::Conflict { .. } => err,
+        other => store_err(other),
+    }
+}
+
+impl Orchestrator {
+    /// The replication source a standby of `primary` uses.
+    pub(crate) async fn replication_source(
+        &self,
+        primary: &InstanceRecord,
+        standby_uid: &str,
+        slot: &str,
+    ) -> Result<ReplicationSource, ArmError> {
+        let secret = catalog::secret(self.store.as_ref(), &primary.uid)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| ArmError::internal("the instance's credentials are missing"))?;
+        Ok(ReplicationSource {
+            host: primary.endpoint.host.clone(),
+            port: primary.endpoint.port,
+            password: secret.replication_password,
+            slot: slot.to_string(),
+            application_name: format!("fogd_{standby_uid}"),
+        })
+    }
+
+    fn new_group_operation(
+        addr: &GroupAddress,
+        api_version: &str,
+        action: Action,
+    ) -> OperationRecord {
+        OperationRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: OperationKind::InstanceFailoverGroup,
+            scope: addr.scope.clone(),
+            location: addr.url_location(),
+            api_version: api_version.to_string(),
+            step: crate::steps::first_step(&action).to_string(),
+            action,
+            status: fog_model::OperationStatus::InProgress,
+            percent_complete: Some(0),
+            start_time: OffsetDateTime::now_utc(),
+            end_time: None,
+            error: None,
+            attempts: 0,
+        }
+    }
+
+    /// PUT on a group: creates it (at the primary's address) or updates its policies.
+    pub async fn put_failover_group(
+        &self,
+        addr: &GroupAddress,
+        name: &str,
+        spec: GroupSpec,
+        api_version: &str,
+    ) -> Result<OperationRecord, ArmError> {
+        validate_name(name)?;
+        let store = self.store.as_ref();
+        if let Some(existing) = catalog::group(store, name).await.map_err(store_err)? {
+            return match existing.value.side(
+                &addr.scope.subscription,
+                &addr.scope.resource_group,
+                &addr.location,
+            ) {
+                Some(Side::Primary) => self.update_group(addr, existing, spec, api_version).await,
+                Some(Side::Secondary) => Err(ArmError::ifog_on_secondary()),
+                // Names are global: another pair already owns the DNS names.
+                None => Err(ArmError::ifog_dns_record_in_use()),
+            };
+        }
+        self.create_group(addr, name, spec, api_version).await
+    }
+
+    async fn create_group(
+        &self,
+        addr: &GroupAddress,
+        name: &str,
+        spec: GroupSpec,
+        api_version: &str,
+    ) -> Result<OperationRecord, ArmError> {
+        let store = self.store.as_ref();
+        let primary_target = "properties.managedInstancePairs[0].primaryManagedInstanceId";
+        let partner_target = "properties.managedInstancePairs[0].partnerManagedInstanceId";
+        let primary = catalog::instance(store, &spec.primary)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| ArmError::server_not_found().with_target(primary_target))?;
+        let p = &primary.value;
+        if p.id.scope.subscription != addr.scope.subscription
+            || !p
+                .id
+                .scope
+                .resource_group
+                .eq_ignore_ascii_case(&addr.scope.resource_group)
+            || p.location != names::location_key(&addr.location)
+        {
+            return Err(ArmError::ifog_invalid_primary().with_target(primary_target));
+        }
+        let partner = catalog::instance(store, &spec.partner)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| ArmError::server_not_found().with_target(partner_target))?;
+        let s = &partner.value;
+        if names::location_key(&spec.partner_region) != s.location {
+            return Err(
+                ArmError::region_mismatch().with_target("properties.partnerRegions[0].location")
+            );
+        }
+        if p.location == s.location {
+            return Err(ArmError::same_region());
+        }
+        if p.sku.tier != s.sku.tier {
+            return Err(ArmError::edition_mismatch());
+        }
+        if p.storage_size_in_gb != s.storage_size_in_gb {
+            return Err(ArmError::size_mismatch());
+        }
+        if p.dns_zone != s.dns_zone {
+            return Err(ArmError::dns_zone_mismatch());
+        }
+        if p.database_format != s.database_format {
+            return Err(ArmError::database_format_mismatch());
+        }
+        if p.failover_group.is_some() || s.failover_group.is_some() {
+            return Err(ArmError::ifog_already_exists());
+        }
+        for inst in [p, s] {
+            if inst.active_operation.is_some()
+                || inst.provisioning_state != ProvisioningState::Succeeded
+            {
+                return Err(ArmError::conflicting_server_operation());
+            }
+        }
+        // The secondary must be empty: no database records, and nothing created behind
+        // fogd's back either (seeding would silently replace it).
+        let s_spec = self.server_spec(s).await?;
+        let on_server = self.agent.list_databases(&s_spec).await.map_err(|e| {
+            tracing::warn!(error = %e, "listing the partner's databases failed");
+            ArmError::conflicting_server_operation()
+        })?;
+        let recorded = catalog::databases(store, &s.id).await.map_err(store_err)?;
+        if !recorded.is_empty() || !on_server.is_empty() {
+            return Err(ArmError::secondary_not_empty());
+        }
+        // Connectivity first: the secondary's side must reach the primary for replication,
+        // with the replication role and its credentials.
+        let slot = format!("fogd_{}", s.uid);
+        let source = self.replication_source(p, &s.uid, &slot).await?;
+        if let Err(e) = self.agent.check_replication_source(&s_spec, &source).await {
+            tracing::warn!(error = %e, "replication connectivity check failed");
+            return Err(ArmError::incorrect_networking());
+        }
+
+        let _ports = self.port_lock.lock().await;
+        let listeners = self.listener_ports(name).await?;
+        let op = Self::new_group_operation(
+            addr,
+            api_version,
+            Action::CreateFailoverGroup {
+                name: name.to_string(),
+            },
+        );
+        let group = FailoverGroupRecord {
+            name: name.to_string(),
+            primary: Member {
+                instance: p.id.clone(),
+                uid: p.uid.clone(),
+                location: p.location.clone(),
+                location_label: addr.location.clone(),
+            },
+            secondary: Member {
+                instance: s.id.clone(),
+                uid: s.uid.clone(),
+                location: s.location.clone(),
+                location_label: spec.partner_region.clone(),
+            },
+            policies: spec.policies,
+            replication_state: ReplicationState::Pending,
+            generation: 1,
+            active_operation: Some(op.id.clone()),
+            listeners,
+            dns_zone: p.dns_zone.clone(),
+            slot,
+            seeding: None,
+            created: OffsetDateTime::now_utc(),
+        };
+        // Roles are replicated data: once seeded, the secondary has the primary's internal
+        // credentials. The old superuser password is kept until the alignment step ran.
+        let p_secret = catalog::secret(store, &p.uid).await.map_err(store_err)?;
+        let s_secret = catalog::secret(store, &s.uid).await.map_err(store_err)?;
+        let (Some(p_secret), Some(s_secret)) = (p_secret, s_secret) else {
+            return Err(ArmError::internal("the instances' credentials are missing"));
+        };
+        let aligned = InstanceSecret {
+            superuser_password: p_secret.superuser_password.clone(),
+            replication_password: p_secret.replication_password.clone(),
+            previous_superuser_password: Some(s_secret.superuser_password),
+        };
+        let mut p_rec = p.clone();
+        p_rec.failover_group = Some(name.to_string());
+        let mut s_rec = s.clone();
+        s_rec.failover_group = Some(name.to_string());
+        self.store
+            .commit(vec![
+                put(catalog::group_key(name), &group, Precondition::Absent),
+                put(
+                    catalog::instance_key(&p.id),
+                    &p_rec,
+                    Precondition::Revision(primary.revision),
+                ),
+                put(
+                    catalog::instance_key(&s.id),
+                    &s_rec,
+                    Precondition::Revision(partner.revision),
+                ),
+                put(catalog::secret_key(&s.uid), &aligned, Precondition::Any),
+                put(
+                    catalog::listener_ports_key(name),
+                    &ListenerReservation { ports: listeners },
+                    Precondition::Any,
+                ),
+                put(catalog::operation_key(&op.id), &op, Precondition::Absent),
+            ])
+            .await
+            .map_err(|e| busy(e, ArmError::conflicting_server_operation()))?;
+        tracing::info!(group = name, operation = %op.id, "accepted failover group create");
+        self.spawn(op.id.clone());
+        Ok(op)
+    }
+
+    async fn update_group(
+        &self,
+        addr: &GroupAddress,
+        existing: Versioned<FailoverGroupRecord>,
+        spec: GroupSpec,
+        api_version: &str,
+    ) -> Result<OperationRecord, ArmError> {
+        let mut g = existing.value;
+        if g.active_operation.is_some() {
+            return Err(ArmError::ifog_busy());
+        }
+        if spec.primary.key() != g.primary.instance.key()
+            || spec.partner.key() != g.secondary.instance.key()
+        {
+            return Err(
+                ArmError::ifog_read_only_property_modified("managedInstancePairs")
+                    .with_target("properties.managedInstancePairs"),
+            );
+        }
+        if names::location_key(&spec.partner_region) != g.secondary.location {
+            return Err(ArmError::ifog_read_only_property_modified("partnerRegions")
+                .with_target("properties.partnerRegions"));
+        }
+        let op = Self::new_group_operation(
+            addr,
+            api_version,
+            Action::UpdateFailoverGroup {
+                name: g.name.clone(),
+                policies: spec.policies,
+            },
+        );
+        g.active_operation = Some(op.id.clone());
+        self.store
+            .commit(vec![
+                put(
+                    catalog::group_key(&g.name),
+                    &g,
+                    Precondition::Revision(existing.revision),
+                ),
+                put(catalog::operation_key(&op.id), &op, Precondition::Absent),
+            ])
+            .await
+            .map_err(|e| busy(e, ArmError::ifog_busy()))?;
+        self.spawn(op.id.clone());
+        Ok(op)
+    }
+
+    /// DELETE on a group; `None` when no group has that name.
+    pub async fn delete_failover_group(
+        &self,
+        addr: &GroupAddress,
+        name: &str,
+        api_version: &str,
+    ) -> Result<Option<OperationRecord>, ArmError> {
+        let Some(existing) = catalog::group(self.store.as_ref(), name)
+            .await
+            .map_err(store_err)?
+        else {
+            return Ok(None);
+        };
+        let mut g = existing.value;
+        match g.side(
+            &addr.scope.subscription,
+            &addr.scope.resource_group,
+            &addr.location,
+        ) {
+            None => return Err(ArmError::ifog_does_not_exist()),
+            Some(Side::Secondary) => return Err(ArmError::ifog_on_secondary()),
+            Some(Side::Primary) => {}
+        }
+        if g.active_operation.is_some() {
+            return Err(ArmError::ifog_busy());
+        }
+        let op = Self::new_group_operation(
+            addr,
+            api_version,
+            Action::DeleteFailoverGroup {
+                name: g.name.clone(),
+            },
+        );
+        g.active_operation = Some(op.id.clone());
+        self.store
+            .commit(vec![
+                put(
+                    catalog::group_key(&g.name),
+                    &g,
+                    Precondition::Revision(existing.revision),
+                ),
+                put(catalog::operation_key(&op.id), &op, Precondition::Absent),
+            ])
+            .await
+            .map_err(|e| busy(e, ArmError::ifog_busy()))?;
+        self.spawn(op.id.clone());
+        Ok(Some(op))
+    }
+
+    /// Listener ports for a group name: the ones it used before if still free, else new.
+    async fn listener_ports(&self, name: &str) -> Result<ListenerPorts, ArmError> {
+        let store = self.store.as_ref();
+        let mut taken: std::collections::HashSet<u16> = catalog::groups(store)
+            .await
+            .map_err(store_err)?
+            .iter()
+            .flat_map(|g| [g.value.listeners.read_write, g.value.listeners.read_only])
+            .collect();
+        taken.extend(
+            catalog::all_instances(store)
+                .await
+                .map_err(store_err)?
+                .iter()
+                .map(|i| i.value.endpoint.port),
+        );
+        let host = self.config.listener_host.as_str();
+        let free = |taken: &std::collections::HashSet<u16>, p: u16| {
+            !taken.contains(&p) && std::net::TcpListener::bind((host, p)).is_ok()
+        };
+        if let Some(r) = catalog::listener_reservation(store, name)
+            .await
+            .map_err(store_err)?
+        {
+            let (rw, ro) = (r.ports.read_write, r.ports.read_only);
+            if rw != ro && free(&taken, rw) && free(&taken, ro) {
+                return Ok(r.ports);
+            }
+        }
+        let pick = |taken: &mut std::collections::HashSet<u16>| -> Result<u16, ArmError> {
+            let port = match self.config.listener_ports {
+                Some((lo, hi)) => (lo..=hi).find(|p| free(taken, *p)),
+                None => (0..50).find_map(|_| {
+                    std::net::TcpListener::bind((host, 0))
+                        .and_then(|l| l.local_addr())
+                        .ok()
+                        .map(|a| a.port())
+                        .filter(|p| !taken.contains(p))
+                }),
+            }
+            .ok_or_else(|| ArmError::internal("no free listener port"))?;
+            taken.insert(port);
+            Ok(port)
+        };
+        let read_write = pick(&mut taken)?;
+        let read_only = pick(&mut taken)?;
+        Ok(ListenerPorts {
+            read_write,
+            read_only,
+        })
+    }
+}
+
+/// Writes that detach both members from a group (used by delete and failed creates).
+pub(crate) fn detach_members(members: &[(Versioned<InstanceRecord>, &str)]) -> Vec<Write> {
+    members
+        .iter()
+        .filter(|(m, group)| m.value.failover_group.as_deref() == Some(*group))
+        .map(|(m, _)| {
+            let mut rec = m.value.clone();
+            rec.failover_group = None;
+            put(
+                catalog::instance_key(&rec.id),
+                &rec,
+                Precondition::Revision(m.revision),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,277 @@
+//! Keeps each failover group's two listeners bound and pointed where the store says.
+//!
+//! The read-write listener forwards to the instance the group record names as primary,
+//! under the group's generation; nothing else can move it. The read-only listener forwards
+//! to the secondary, or — when the observer reports the secondary unavailable — to the
+//! primary if `readOnlyEndpoint.failoverPolicy` is `Enabled`, else it refuses with a clear
+//! message. A `Standby` secondary is DR-only: its read-only listener always refuses.
+//!
+//! [`plan`] is the pure decision; [`run`] applies it whenever the store changes.
+
+use fog_listener::{Listener, ListenerConfig, Route, Target};
+use fog_model::failover_group::{ObservedGroup, ReplicationState};
+use fog_model::FailoverGroupRecord;
+use fog_orchestrator::catalog;
+use fog_store::Store;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Routes of one group's listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRoutes {
+    pub read_write: Route,
+    pub read_only: Route,
+}
+
+/// Decides both routes from the group record, the latest observation and the members'
+/// server addresses.
+pub fn plan(
+    g: &FailoverGroupRecord,
+    observed: Option<&ObservedGroup>,
+    primary: SocketAddr,
+    secondary: SocketAddr,
+) -> GroupRoutes {
+    let seeded = !matches!(
+        g.replication_state,
+        ReplicationState::Pending | ReplicationState::Seeding
+    );
+    let secondary_up = seeded && observed.is_none_or(|o| o.secondary_available);
+    let read_only = if g.policies.secondary_type == "Standby" {
+        Target::Refuse(format!(
+            "fogd: failover group '{}' has a DR-only standby secondary (secondaryType Standby); its read-only endpoint accepts no connections",
+            g.name
+        ))
+    } else if secondary_up {
+        Target::Forward(secondary)
+    } else if g.policies.read_only == "Enabled" {
+        Target::Forward(primary)
+    } else {
+        Target::Refuse(format!(
+            "fogd: the secondary of failover group '{}' is unavailable and readOnlyEndpoint.failoverPolicy is Disabled",
+            g.name
+        ))
+    };
+    GroupRoutes {
+        read_write: Route::new(Target::Forward(primary), g.generation),
+        read_only: Route::new(read_only, g.generation),
+    }
+}
+
+struct Bound {
+    read_write: Listener,
+    read_only: Listener,
+}
+
+async fn address(store: &dyn Store, id: &fog_model::ManagedInstanceId) -> Option<SocketAddr> {
+    let inst = catalog::instance(store, id).await.ok()??;
+    let host_port = format!("{}:{}", inst.value.endpoint.host, inst.value.endpoint.port);
+    tokio::net::lookup_host(host_port).await.ok()?.next()
+}
+
+async fn reconcile(
+    store: &dyn Store,
+    host: &str,
+    config: &ListenerConfig,
+    bound: &mut HashMap<String, Bound>,
+) {
+    let Ok(groups) = catalog::groups(store).await else {
+        return;
+    };
+    let mut wanted = std::collections::HashSet::new();
+    for g in groups {
+        let g = g.value;
+        wanted.insert(g.name.clone());
+        let (Some(p), Some(s)) = (
+            address(store, &g.primary.instance).await,
+            address(store, &g.secondary.instance).await,
+        ) else {
+            continue;
+        };
+        let observed = catalog::observed(store, &g.name).await.ok().flatten();
+        let routes = plan(&g, observed.as_ref(), p, s);
+        if let Some(b) = bound.get(&g.name) {
+            b.read_write.set_route(routes.read_write);
+            b.read_only.set_route(routes.read_only);
+            continue;
+        }
+        let bind = |port: u16, route: Route| {
+            let config = config.clone();
+            async move {
+                let addr: SocketAddr = tokio::net::lookup_host((host, port))
+                    .await?
+                    .next()
+                    .ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "listener host does not resolve",
+                        )
+                    })?;
+                Listener::bind(addr, route, config).await
+            }
+        };
+        match (
+            bind(g.listeners.read_write, routes.read_write).await,
+            bind(g.listeners.read_only, routes.read_only).await,
+        ) {
+            (Ok(read_write), Ok(read_only)) => {
+                tracing::info!(group = %g.name, read_write = %read_write.local_addr(),
+                    read_only = %read_only.local_addr(), "listeners bound");
+                bound.insert(
+                    g.name.clone(),
+                    Bound {
+                        read_write,
+                        read_only,
+                    },
+                );
+            }
+            (rw, ro) => {
+                tracing::warn!(group = %g.name, read_write = ?rw.err(), read_only = ?ro.err(),
+                    "binding listeners failed; retrying");
+            }
+        }
+    }
+    let gone: Vec<String> = bound
+        .keys()
+        .filter(|k| !wanted.contains(*k))
+        .cloned()
+        .collect();
+    for name in gone {
+        if let Some(b) = bound.remove(&name) {
+            tracing::info!(group = %name, "removing listeners");
+            b.read_write.shutdown().await;
+            b.read_only.shutdown().await;
+        }
+    }
+}
+
+/// Applies [`plan`] on every relevant store change (and every second, as a backstop).
+pub async fn run(store: Arc<dyn Store>, host: String, config: ListenerConfig) {
+    let mut events = store.watch("");
+    let mut bound = HashMap::new();
+    loop {
+        reconcile(store.as_ref(), &host, &config, &mut bound).await;
+        tokio::select! {
+            _ = events.recv() => {
+                // Coalesce a burst of changes into one reconcile.
+                while events.try_recv().is_ok() {}
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fog_model::failover_group::{ListenerPorts, Member, Policies};
+    use fog_model::ManagedInstanceId;
+
+    fn group(
+        read_only: &str,
+        secondary_type: &str,
+        state: ReplicationState,
+    ) -> FailoverGroupRecord {
+        let m = |n: &str| {
+            Member {
+            instance: ManagedInstanceId::parse(&format!(
+                "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg/providers/Microsoft.Sql/managedInstances/{n}"
+            ))
+            .expect("id"),
+            uid: n.into(),
+            location: n.into(),
+            location_label: n.into(),
+        }
+        };
+        FailoverGroupRecord {
+            name: "fg".into(),
+            primary: m("a"),
+            secondary: m("b"),
+            policies: Policies {
+                read_write: "Manual".into(),
+                grace_period_minutes: None,
+                read_only: read_only.into(),
+                secondary_type: secondary_type.into(),
+            },
+            replication_state: state,
+            generation: 7,
+            active_operation: None,
+            listeners: ListenerPorts {
+                read_write: 1,
+                read_only: 2,
+            },
+            dns_zone: "z".into(),
+            slot: "s".into(),
+            seeding: None,
+            created: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn observed(secondary_available: bool) -> ObservedGroup {
+        ObservedGroup {
+            replication_state: ReplicationState::CatchUp,
+            primary_available: true,
+            secondary_available,
+            generation: 7,
+        }
+    }
+
+    #[test]
+    fn routing_table() {
+        let p: SocketAddr = "127.0.0.1:1000".parse().expect("addr");
+        let s: SocketAddr = "127.0.0.1:2000".parse().expect("addr");
+        let up = observed(true);
+        let down = observed(false);
+        let refuse = |t: &Target| matches!(t, Target::Refuse(_));
+        // (read-only policy, secondary type, state, observation) → read-only target
+        let r = plan(
+            &group("Disabled", "Geo", ReplicationState::CatchUp),
+            Some(&up),
+            p,
+            s,
+        );
+        assert_eq!(r.read_write, Route::new(Target::Forward(p), 7));
+        assert_eq!(r.read_only, Route::new(Target::Forward(s), 7));
+        let r = plan(
+            &group("Disabled", "Geo", ReplicationState::CatchUp),
+            Some(&down),
+            p,
+            s,
+        );
+        assert!(refuse(&r.read_only.target));
+        let r = plan(
+            &group("Enabled", "Geo", ReplicationState::CatchUp),
+            Some(&down),
+            p,
+            s,
+        );
+        assert_eq!(r.read_only.target, Target::Forward(p));
+        let r = plan(
+            &group("Enabled", "Geo", ReplicationState::Seeding),
+            None,
+            p,
+            s,
+        );
+        assert_eq!(r.read_only.target, Target::Forward(p));
+        let r = plan(
+            &group("Disabled", "Geo", ReplicationState::Seeding),
+            None,
+            p,
+            s,
+        );
+        assert!(refuse(&r.read_only.target));
+        let r = plan(
+            &group("Enabled", "Standby", ReplicationState::CatchUp),
+            Some(&up),
+            p,
+            s,
+        );
+        assert!(matches!(&r.read_only.target, Target::Refuse(m) if m.contains("Standby")));
+        assert_eq!(
+            r.read_write.target,
+            Target::Forward(p),
+            "writes always go to the primary"
+        );
+    }
+}
