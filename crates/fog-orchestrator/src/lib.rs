@@ -138,6 +138,9 @@ impl Orchestrator {
                 resumed += 1;
             }
         }
+        // Servers that should run are running before the API answers: start them all at
+        // once and wait (each start is bounded by pg_ctl's own timeout).
+        let mut starts = tokio::task::JoinSet::new();
         for inst in catalog::all_instances(self.store.as_ref())
             .await
             .map_err(store_err)?
@@ -152,12 +155,13 @@ impl Orchestrator {
             }
             let spec = self.server_spec(&rec).await?;
             let agent = self.agent.clone();
-            tokio::spawn(async move {
+            starts.spawn(async move {
                 if let Err(e) = agent.ensure_running(&spec, rec.generation).await {
                     tracing::error!(instance = %rec.id, error = %e, "could not start server during reconcile");
                 }
             });
         }
+        while starts.join_next().await.is_some() {}
         Ok(resumed)
     }
 

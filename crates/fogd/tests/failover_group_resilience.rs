@@ -1,0 +1,296 @@
+//! Failover groups across fogd restarts and secondary outages: seeding interrupted at
+//! every step converges, a busy group refuses changes, listeners come back on their ports,
+//! and the read-only endpoint follows its failover policy.
+
+mod common;
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn pair(f: &Fogd, suffix: &str) -> (Value, Value) {
+    let a = f
+        .create_instance("rg", &format!("a{suffix}"), "eastus")
+        .await;
+    let body = json!({"location": "westus", "properties": {"administratorLogin": "fogadmin",
+        "administratorLoginPassword": PASSWORD, "storageSizeInGB": 64, "vCores": 4, "dnsZonePartner": a["id"]}});
+    let path = format!("{}?{API}", f.mi_path("rg", &format!("b{suffix}")));
+    let r = f.send(Method::PUT, &path, Some(&body.to_string())).await;
+    assert_eq!(f.wait_operation(&r).await["status"], "Succeeded");
+    (a, f.send(Method::GET, &path, None).await.body)
+}
+
+fn group_body(a: &Value, b: &Value, extra: Value) -> String {
+    let mut v = json!({"properties": {"readWriteEndpoint": {"failoverPolicy": "Manual"},
+        "partnerRegions": [{"location": "westus"}],
+        "managedInstancePairs": [{"primaryManagedInstanceId": a["id"], "partnerManagedInstanceId": b["id"]}]}});
+    if let Value::Object(m) = extra {
+        for (k, x) in m {
+            v["properties"][k] = x;
+        }
+    }
+    v.to_string()
+}
+
+fn path(f: &Fogd, loc: &str, name: &str) -> String {
+    format!(
+        "{}/locations/{loc}/instanceFailoverGroups/{name}?{API}",
+        f.rg_path("rg")
+    )
+}
+
+async fn connect_listener(
+    g: &Value,
+    which: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let l = &g["properties"]["listeners"][which];
+    let (c, conn) = tokio_postgres::Config::new()
+        .host(l["host"].as_str().unwrap_or(""))
+        .port(l["port"].as_u64().unwrap_or(0) as u16)
+        .user("fogadmin")
+        .password(PASSWORD)
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(5))
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(conn);
+    Ok(c)
+}
+
+/// Which server a listener reaches: `false` = primary (writable), `true` = standby.
+async fn reaches_standby(g: &Value, which: &str) -> Result<bool, String> {
+    let c = connect_listener(g, which)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let row = c
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(row.get(0))
+}
+
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..150 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn pg_ctl(f: &Fogd, view: &Value, action: &str) {
+    let port = view["properties"]["postgresEndpoint"]["port"]
+        .as_u64()
+        .expect("port")
+        .to_string();
+    for e in std::fs::read_dir(f.data.join("instances"))
+        .expect("dir")
+        .flatten()
+    {
+        let pid =
+            std::fs::read_to_string(e.path().join("pgdata/postmaster.pid")).unwrap_or_default();
+        let is_it = pid.lines().nth(3).map(str::trim) == Some(port.as_str());
+        if is_it {
+            let out = std::process::Command::new("runuser")
+                .args([
+                    "-u",
+                    "postgres",
+                    "--",
+                    "/usr/lib/postgresql/15/bin/pg_ctl",
+                    action,
+                    "-m",
+                    "fast",
+                    "-D",
+                ])
+                .arg(e.path().join("pgdata"))
+                .output()
+                .expect("pg_ctl");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+    }
+    panic!("server on port {port} not found");
+}
+
+#[tokio::test]
+async fn read_only_endpoint_follows_its_failover_policy() {
+    let mut f = Fogd::start().await;
+    let (a, b) = pair(&f, "").await;
+    let p = path(&f, "eastus", "fog-ro");
+    let r = f
+        .send(
+            Method::PUT,
+            &p,
+            Some(&group_body(
+                &a,
+                &b,
+                json!({"readOnlyEndpoint": {"failoverPolicy": "Enabled"}}),
+            )),
+        )
+        .await;
+    assert_eq!(f.wait_operation(&r).await["status"], "Succeeded");
+    let g = f.send(Method::GET, &p, None).await.body;
+    assert_eq!(reaches_standby(&g, "readOnly").await, Ok(true));
+    assert_eq!(reaches_standby(&g, "readWrite").await, Ok(false));
+
+    // Secondary down: the observer reports SUSPENDED; Enabled sends read-only traffic to
+    // the primary.
+    pg_ctl(&f, &b, "stop");
+    until("SUSPENDED", || async {
+        f.send(Method::GET, &p, None).await.body["properties"]["replicationState"] == "SUSPENDED"
+    })
+    .await;
+    until("read-only → primary", || async {
+        reaches_standby(&g, "readOnly").await == Ok(false)
+    })
+    .await;
+
+    // Disabled: refused, with a message that says why.
+    let r = f
+        .send(
+            Method::PUT,
+            &p,
+            Some(&group_body(
+                &a,
+                &b,
+                json!({"readOnlyEndpoint": {"failoverPolicy": "Disabled"}}),
+            )),
+        )
+        .await;
+    assert_eq!(f.wait_operation(&r).await["status"], "Succeeded");
+    until("read-only refused", || async {
+        matches!(reaches_standby(&g, "readOnly").await, Err(e) if e.contains("failoverPolicy is Disabled"))
+    }).await;
+
+    // Fogd restarts: listeners come back on the same ports; the secondary is restarted by
+    // reconcile and streams again, so read-only reaches it once more.
+    f.kill9();
+    f.launch(&[]).await;
+    until("secondary back and streaming", || async {
+        f.send(Method::GET, &p, None).await.body["properties"]["replicationState"] == "CATCH_UP"
+    })
+    .await;
+    until("read-only → secondary", || async {
+        reaches_standby(&g, "readOnly").await == Ok(true)
+    })
+    .await;
+    assert_eq!(
+        reaches_standby(&g, "readWrite").await,
+        Ok(false),
+        "read-write listener back on its port"
+    );
+
+    // Standby (DR-only) secondary: the read-only endpoint refuses.
+    let r = f
+        .send(
+            Method::PUT,
+            &p,
+            Some(&group_body(&a, &b, json!({"secondaryType": "Standby"}))),
+        )
+        .await;
+    assert_eq!(f.wait_operation(&r).await["status"], "Succeeded");
+    assert_eq!(
+        f.send(Method::GET, &p, None).await.body["properties"]["secondaryType"],
+        "Standby"
+    );
+    until("standby refuses", || async {
+        matches!(reaches_standby(&g, "readOnly").await, Err(e) if e.contains("Standby"))
+    })
+    .await;
+}
+
+/// Crash at every step of a group create; after a restart the group converges, is
+/// streaming, and its listeners work. While paused mid-seed the group is busy.
+#[cfg(feature = "failpoints")]
+#[tokio::test]
+async fn group_create_survives_a_crash_at_every_step() {
+    let mut f = Fogd::start().await;
+    let steps = [
+        "create_group.align",
+        "create_group.slot",
+        "create_group.seed",
+        "create_group.finish",
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        let (a, b) = pair(&f, &format!("-{i}")).await;
+        let name = format!("fog-crash-{i}");
+        f.terminate();
+        f.launch(&[("FOGD_FAILPOINTS", &format!("{step}=crash"))])
+            .await;
+        let r = f
+            .send(
+                Method::PUT,
+                &path(&f, "eastus", &name),
+                Some(&group_body(&a, &b, json!({}))),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        let status_url = r.header("azure-asyncoperation").expect("status url");
+        assert!(!f.wait_exit(Duration::from_secs(60)).await.success());
+        f.launch(&[]).await;
+        let done = f.poll(&status_url, Duration::from_secs(90)).await;
+        assert_eq!(
+            done["status"],
+            "Succeeded",
+            "after a crash at {step}: {done}\n{}",
+            f.log()
+        );
+        let g = f
+            .send(Method::GET, &path(&f, "eastus", &name), None)
+            .await
+            .body;
+        until("streaming", || async {
+            reaches_standby(&g, "readOnly").await == Ok(true)
+        })
+        .await;
+        let rw = connect_listener(&g, "readWrite").await.expect("rw");
+        rw.batch_execute("CREATE TABLE IF NOT EXISTS t(x int); INSERT INTO t VALUES (1)")
+            .await
+            .expect("write");
+    }
+
+    // Paused in the middle of seeding: every change to the group is refused as busy.
+    let (a, b) = pair(&f, "-busy").await;
+    f.terminate();
+    f.launch(&[("FOGD_FAILPOINTS", "create_group.seed=pause")])
+        .await;
+    let p = path(&f, "eastus", "fog-busy");
+    let r = f
+        .send(Method::PUT, &p, Some(&group_body(&a, &b, json!({}))))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let status_url = r.header("azure-asyncoperation").expect("status url");
+    let again = f
+        .send(Method::PUT, &p, Some(&group_body(&a, &b, json!({}))))
+        .await;
+    assert_eq!(
+        (again.status, again.code()),
+        (StatusCode::CONFLICT, "InstanceFailoverGroupBusy")
+    );
+    assert_eq!(
+        again.body["error"]["message"],
+        "Instance failover group is busy with another operation."
+    );
+    let del = f.send(Method::DELETE, &p, None).await;
+    assert_eq!(del.code(), "InstanceFailoverGroupBusy");
+    assert_eq!(
+        f.send(Method::GET, &p, None).await.body["properties"]["replicationState"],
+        "PENDING"
+    );
+    // Restart without the pause: the seeding finishes.
+    f.terminate();
+    f.launch(&[]).await;
+    assert_eq!(
+        f.poll(&status_url, Duration::from_secs(90)).await["status"],
+        "Succeeded"
+    );
+}
