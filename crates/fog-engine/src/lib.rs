@@ -53,6 +53,34 @@ pub struct SeedProgress {
 /// Receives seeding progress reports.
 pub type ProgressFn = dyn Fn(SeedProgress) + Send + Sync;
 
+/// How a server stopped, from `pg_controldata`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownState {
+    /// `Database cluster state: shut down` (a clean stop whose WAL ends at the checkpoint).
+    pub clean: bool,
+    /// `Latest checkpoint location` (the shutdown checkpoint after a clean stop).
+    pub checkpoint_lsn: String,
+}
+
+/// What a rewind found: where the histories diverged and where the old server's WAL ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewindReport {
+    /// `None` when no rewind was needed (the server had nothing the source lacks).
+    pub diverged_at: Option<String>,
+    /// End of the old server's valid WAL before the rewind.
+    pub old_end: Option<String>,
+    /// Bytes of WAL the old server had after the divergence point.
+    pub lost_bytes: u64,
+    /// The rewind failed and the server was re-seeded with a base backup instead.
+    pub reseeded: bool,
+}
+
+/// Parses a PostgreSQL LSN (`16/B374D848`) into a byte position.
+pub fn parse_lsn(lsn: &str) -> Option<u64> {
+    let (hi, lo) = lsn.trim().split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
 /// What a server says about replication.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplicationStatus {
@@ -189,6 +217,34 @@ pub trait InstanceAgent: Send + Sync + 'static {
     /// Observes replication on the server.
     async fn replication_status(&self, spec: &ServerSpec)
         -> Result<ReplicationStatus, EngineError>;
+    /// Stops the server with a fast shutdown (its final WAL, the shutdown checkpoint, is
+    /// streamed to connected standbys before it exits) and reports how it stopped.
+    async fn stop_and_inspect(
+        &self,
+        spec: &ServerSpec,
+        gen: Generation,
+    ) -> Result<ShutdownState, EngineError>;
+    /// Stops the server at once (`-m immediate`): fencing a primary that must not go on.
+    async fn kill(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError>;
+    /// Whether a standby has replayed strictly past `lsn`.
+    async fn replayed_past(&self, spec: &ServerSpec, lsn: &str) -> Result<bool, EngineError>;
+    /// Restarts a cleanly stopped server as a hot standby streaming from `source`.
+    async fn follow(
+        &self,
+        spec: &ServerSpec,
+        source: &ReplicationSource,
+        gen: Generation,
+    ) -> Result<(), EngineError>;
+    /// Rewinds a stopped (possibly crashed) former primary onto `source_server`'s history
+    /// with pg_rewind — re-seeding with a base backup when rewinding is impossible — and
+    /// starts it as a standby of `source`. Reports what the old history had that is lost.
+    async fn rewind_and_follow(
+        &self,
+        spec: &ServerSpec,
+        source_server: &ServerSpec,
+        source: &ReplicationSource,
+        gen: Generation,
+    ) -> Result<RewindReport, EngineError>;
 }
 
 /// The SCRAM-SHA-256 verifier PostgreSQL stores for `password`. Computed where the
@@ -206,6 +262,13 @@ pub fn random_secret() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lsns() {
+        assert_eq!(parse_lsn("0/3000148"), Some(0x3000148));
+        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
+        assert_eq!(parse_lsn("nope"), None);
+    }
 
     #[test]
     fn verifier_hides_the_password() {

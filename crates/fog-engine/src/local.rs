@@ -7,8 +7,9 @@
 
 use crate::sql::{self, ident, literal};
 use crate::{
-    fence, EngineError, Generation, InstanceAgent, ProgressFn, ReplicationSource,
-    ReplicationStatus, SeedProgress, ServerSpec, ServerStatus, REPLICATOR, SUPERUSER,
+    fence, parse_lsn, EngineError, Generation, InstanceAgent, ProgressFn, ReplicationSource,
+    ReplicationStatus, RewindReport, SeedProgress, ServerSpec, ServerStatus, ShutdownState,
+    REPLICATOR, SUPERUSER,
 };
 use async_trait::async_trait;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -74,7 +75,16 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> EngineError 
 impl LocalAgent {
     /// Checks the binaries and, when root, resolves the OS user.
     pub fn new(settings: PgSettings) -> Result<Self, EngineError> {
-        for tool in ["initdb", "pg_ctl", "postgres", "pg_basebackup", "psql"] {
+        for tool in [
+            "initdb",
+            "pg_ctl",
+            "postgres",
+            "pg_basebackup",
+            "psql",
+            "pg_controldata",
+            "pg_rewind",
+            "pg_waldump",
+        ] {
             if !settings.bin_dir.join(tool).exists() {
                 return Err(EngineError::Config(format!(
                     "{tool} not found in {} (install PostgreSQL 15 server binaries or set the PostgreSQL bin directory)",
@@ -255,6 +265,73 @@ impl LocalAgent {
                 output: tail.join("\n").chars().take(2000).collect(),
             })
         }
+    }
+
+    /// `pg_controldata` as `key: value` pairs.
+    async fn controldata(&self, spec: &ServerSpec) -> Result<Vec<(String, String)>, EngineError> {
+        let mut cmd = self.tool("pg_controldata", &spec.dir);
+        cmd.arg("-D").arg(spec.pgdata());
+        let out = self.run(cmd, "pg_controldata").await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect())
+    }
+
+    /// The end of the server's valid WAL, found by reading it from the last checkpoint's
+    /// redo point until the first invalid record.
+    async fn wal_end(&self, spec: &ServerSpec) -> Option<String> {
+        let cd = self.controldata(spec).await.ok()?;
+        let get = |k: &str| cd.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let redo = get("Latest checkpoint's REDO location")?;
+        let tli = get("Latest checkpoint's TimeLineID")?;
+        let mut cmd = self.tool("pg_waldump", &spec.dir);
+        cmd.arg("-p")
+            .arg(spec.pgdata().join("pg_wal"))
+            .args(["-t", &tli, "-s", &redo, "-q"]);
+        let out = cmd.output().await.ok()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        // "... invalid record length at 0/30001C0: wanted 24, got 0"
+        let tail = text.rsplit(" at ").next()?;
+        let lsn: String = tail
+            .chars()
+            .take_while(|c| c.is_ascii_hexdigit() || *c == '/')
+            .collect();
+        parse_lsn(&lsn).map(|_| lsn)
+    }
+
+    /// Writes the standby configuration into a stopped server's data directory.
+    fn configure_standby(
+        &self,
+        spec: &ServerSpec,
+        source: &ReplicationSource,
+    ) -> Result<(), EngineError> {
+        let auto = spec.pgdata().join("postgresql.auto.conf");
+        let text = std::fs::read_to_string(&auto).unwrap_or_default();
+        let mut kept: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                let l = l.trim_start();
+                !l.starts_with("primary_conninfo") && !l.starts_with("primary_slot_name")
+            })
+            .collect();
+        let conninfo = format!(
+            "{} password={}",
+            source_conninfo(source),
+            source.password.replace('\\', "\\\\").replace('\'', "\\'")
+        );
+        let conninfo_line = format!("primary_conninfo = {}", literal(&conninfo));
+        let slot_line = format!("primary_slot_name = {}", literal(&source.slot));
+        kept.push(&conninfo_line);
+        kept.push(&slot_line);
+        std::fs::write(&auto, kept.join("\n") + "\n").map_err(io("write postgresql.auto.conf"))?;
+        self.own(&auto, 0o600)?;
+        let signal = spec.pgdata().join("standby.signal");
+        std::fs::write(&signal, b"").map_err(io("write standby.signal"))?;
+        self.own(&signal, 0o600)?;
+        std::fs::write(spec.dir.join("seeded-from"), &source.slot)
+            .map_err(io("write seeded-from marker"))
     }
 
     fn remove_dir(path: &Path) -> Result<(), EngineError> {
@@ -603,6 +680,128 @@ impl InstanceAgent for LocalAgent {
             c.batch_execute(stmt).await.map_err(|e| sql::err(spec, e))?;
         }
         Ok(())
+    }
+
+    async fn stop_and_inspect(
+        &self,
+        spec: &ServerSpec,
+        gen: Generation,
+    ) -> Result<ShutdownState, EngineError> {
+        self.stop(spec, gen).await?;
+        let cd = self.controldata(spec).await?;
+        let get = |k: &str| {
+            cd.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        Ok(ShutdownState {
+            clean: get("Database cluster state") == "shut down",
+            checkpoint_lsn: get("Latest checkpoint location"),
+        })
+    }
+
+    async fn kill(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
+        if !spec.dir.exists() {
+            return Ok(());
+        }
+        fence::admit(&spec.dir, &spec.uid, gen)?;
+        if self.is_running(spec).await? {
+            let mut cmd = self.tool("pg_ctl", &spec.dir);
+            cmd.arg("stop").arg("-D").arg(spec.pgdata()).args([
+                "-m",
+                "immediate",
+                "-w",
+                "-t",
+                "30",
+            ]);
+            self.run(cmd, "pg_ctl stop -m immediate").await?;
+        }
+        Ok(())
+    }
+
+    async fn replayed_past(&self, spec: &ServerSpec, lsn: &str) -> Result<bool, EngineError> {
+        let c = sql::connect(spec, "postgres").await?;
+        let row = c
+            .query_one(
+                "SELECT pg_last_wal_replay_lsn() > $1::text::pg_lsn",
+                &[&lsn],
+            )
+            .await
+            .map_err(|e| sql::err(spec, e))?;
+        Ok(row.get::<_, Option<bool>>(0).unwrap_or(false))
+    }
+
+    async fn follow(
+        &self,
+        spec: &ServerSpec,
+        source: &ReplicationSource,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        fence::admit(&spec.dir, &spec.uid, gen)?;
+        if self.is_running(spec).await? {
+            let st = self.stop_and_inspect(spec, gen).await?;
+            if !st.clean {
+                return Err(EngineError::Config(format!(
+                    "server {} did not stop cleanly; it must be rewound, not followed",
+                    spec.uid
+                )));
+            }
+        }
+        self.configure_standby(spec, source)?;
+        self.ensure_running(spec, gen).await
+    }
+
+    async fn rewind_and_follow(
+        &self,
+        spec: &ServerSpec,
+        source_server: &ServerSpec,
+        source: &ReplicationSource,
+        gen: Generation,
+    ) -> Result<RewindReport, EngineError> {
+        fence::admit(&spec.dir, &spec.uid, gen)?;
+        self.kill(spec, gen).await?;
+        let old_end = self.wal_end(spec).await;
+        let mut cmd = self.tool("pg_rewind", &spec.dir);
+        cmd.arg("--target-pgdata")
+            .arg(spec.pgdata())
+            .arg(format!(
+                "--source-server=host={} port={} user={} dbname=postgres connect_timeout=5",
+                source_server.host, source_server.port, SUPERUSER
+            ))
+            .env("PGPASSWORD", &source_server.superuser_password);
+        let mut report = RewindReport {
+            diverged_at: None,
+            old_end: old_end.clone(),
+            lost_bytes: 0,
+            reseeded: false,
+        };
+        match self.run(cmd, "pg_rewind").await {
+            Ok(out) => {
+                // "servers diverged at WAL location 0/3000148 on timeline 1"
+                if let Some(rest) = out.split("diverged at WAL location ").nth(1) {
+                    let lsn: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                    report.diverged_at = Some(lsn);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(uid = %spec.uid, error = %e, "pg_rewind failed; re-seeding from a base backup");
+                let _ = std::fs::remove_file(spec.dir.join("seeded-from"));
+                self.seed_standby(spec, source, &|_| {}, gen).await?;
+                report.reseeded = true;
+                return Ok(report);
+            }
+        }
+        if let (Some(d), Some(e)) = (
+            report.diverged_at.as_deref().and_then(parse_lsn),
+            old_end.as_deref().and_then(parse_lsn),
+        ) {
+            report.lost_bytes = e.saturating_sub(d);
+        }
+        // pg_rewind copied the source's configuration files; the standby settings go on top.
+        self.configure_standby(spec, source)?;
+        self.ensure_running(spec, gen).await?;
+        Ok(report)
     }
 
     async fn replication_status(

@@ -292,3 +292,135 @@ async fn seed_stream_observe_and_promote() {
         agent.destroy(x, 2).await.expect("destroy");
     }
 }
+
+async fn count(c: &tokio_postgres::Client, q: &str) -> i64 {
+    c.query_one(q, &[])
+        .await
+        .map(|r| r.get::<_, i64>(0))
+        .unwrap_or(-1)
+}
+
+async fn wait_streaming(agent: &LocalAgent, s: &ServerSpec) {
+    for _ in 0..200 {
+        if let Ok(st) = agent.replication_status(s).await {
+            if st.in_recovery && st.receiver_status.as_deref() == Some("streaming") {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{} never streamed", s.uid);
+}
+
+#[tokio::test]
+async fn clean_switchover_then_forced_failover_with_rewind() {
+    use fog_engine::ReplicationSource;
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let agent = LocalAgent::new(PgSettings::default()).expect("agent");
+    let servers = root.path().join("instances");
+    agent.prepare_root(&servers).expect("prepare");
+    let (x, y) = (spec(&servers, "x"), spec(&servers, "y"));
+    for s in [&x, &y] {
+        agent.ensure_initialized(s, 1).await.expect("init");
+        agent.ensure_running(s, 1).await.expect("start");
+    }
+    let source = |from: &ServerSpec, follower: &str| ReplicationSource {
+        host: from.host.clone(),
+        port: from.port,
+        password: "repl-Passw0rd".into(),
+        slot: format!("fogd_{follower}"),
+        application_name: format!("fogd_{follower}"),
+    };
+    agent
+        .ensure_replication_role(&x, &scram_verifier("repl-Passw0rd"))
+        .await
+        .expect("role");
+    agent.ensure_slot(&x, "fogd_y").await.expect("slot");
+    agent
+        .seed_standby(&y, &source(&x, "y"), &|_| {}, 1)
+        .await
+        .expect("seed");
+    let cx = connect(&x, "fogd_superuser", &x.superuser_password, "postgres").await;
+    cx.batch_execute("CREATE TABLE t(x int); INSERT INTO t SELECT generate_series(1, 100)")
+        .await
+        .expect("write");
+
+    // Planned: stop x cleanly, y replays strictly past x's shutdown checkpoint, promote y,
+    // x follows y without a rewind.
+    let st = agent.stop_and_inspect(&x, 2).await.expect("stop");
+    assert!(st.clean, "{st:?}");
+    assert!(
+        fog_engine::parse_lsn(&st.checkpoint_lsn).is_some(),
+        "{st:?}"
+    );
+    let mut past = false;
+    for _ in 0..200 {
+        if agent
+            .replayed_past(&y, &st.checkpoint_lsn)
+            .await
+            .expect("replay")
+        {
+            past = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(past, "standby replayed past the shutdown checkpoint");
+    agent.promote(&y, 2).await.expect("promote y");
+    agent.ensure_slot(&y, "fogd_x").await.expect("slot on y");
+    agent
+        .follow(&x, &source(&y, "x"), 2)
+        .await
+        .expect("x follows y");
+    wait_streaming(&agent, &x).await;
+    let cy = connect(&y, "fogd_superuser", &y.superuser_password, "postgres").await;
+    assert_eq!(
+        count(&cy, "SELECT count(*) FROM t").await,
+        100,
+        "nothing lost in the switchover"
+    );
+
+    // Forced: cut x off from y, write on y (x never receives it), promote x, rewind y.
+    let cx = connect(&x, "fogd_superuser", &x.superuser_password, "postgres").await;
+    cx.batch_execute("ALTER SYSTEM SET primary_conninfo = ''")
+        .await
+        .expect("detach");
+    cx.batch_execute("SELECT pg_reload_conf()")
+        .await
+        .expect("reload");
+    for _ in 0..200 {
+        if agent
+            .replication_status(&x)
+            .await
+            .expect("st")
+            .receiver_status
+            .is_none()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    cy.batch_execute("INSERT INTO t SELECT generate_series(101, 5000)")
+        .await
+        .expect("write lost rows");
+    agent.promote(&x, 3).await.expect("promote x");
+    agent.ensure_slot(&x, "fogd_y").await.expect("slot on x");
+    let report = agent
+        .rewind_and_follow(&y, &x, &source(&x, "y"), 3)
+        .await
+        .expect("rewind y");
+    assert!(report.diverged_at.is_some(), "{report:?}");
+    assert!(report.lost_bytes > 0, "{report:?}");
+    assert!(!report.reseeded, "{report:?}");
+    wait_streaming(&agent, &y).await;
+    let cy = connect(&y, "fogd_superuser", &y.superuser_password, "postgres").await;
+    assert_eq!(
+        count(&cy, "SELECT count(*) FROM t").await,
+        100,
+        "diverged rows are gone from the rewound server"
+    );
+    for s in [&x, &y] {
+        agent.destroy(s, 3).await.expect("destroy");
+    }
+}
