@@ -258,6 +258,22 @@ async fn handle(
             Ok(ctx.accepted(&op))
         }
         (
+            Method::POST,
+            Route::FailoverGroupFailover {
+                scope,
+                location,
+                name,
+                planned,
+            },
+        ) => {
+            let addr = GroupAddress { scope, location };
+            let op = api
+                .orch
+                .failover_group(&addr, &name, planned, &ctx.api_version)
+                .await?;
+            Ok(ctx.accepted(&op))
+        }
+        (
             Method::DELETE,
             Route::FailoverGroup {
                 scope,
@@ -522,7 +538,8 @@ impl Ctx<'_> {
                         .view(&self.api.config.dns_suffix),
                 )),
                 fog_model::Action::CreateFailoverGroup { name }
-                | fog_model::Action::UpdateFailoverGroup { name, .. } => {
+                | fog_model::Action::UpdateFailoverGroup { name, .. }
+                | fog_model::Action::FailoverGroup { name, .. } => {
                     let (g, side) = self.group(&op.scope, &op.location, name).await?;
                     Ok(json(StatusCode::OK, self.group_view(&g, side).await?))
                 }

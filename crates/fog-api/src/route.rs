@@ -33,6 +33,13 @@ pub enum Route {
         location: String,
         name: String,
     },
+    /// POST `…/{name}/failover` (`planned`) or `…/{name}/forceFailoverAllowDataLoss`.
+    FailoverGroupFailover {
+        scope: Scope,
+        location: String,
+        name: String,
+        planned: bool,
+    },
     Operation {
         subscription: String,
         kind: OperationKind,
@@ -106,6 +113,16 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
                 location,
                 name: name.to_string(),
             }),
+            [_, _, _, name, action]
+                if is(action, "failover") || is(action, "forceFailoverAllowDataLoss") =>
+            {
+                Ok(Route::FailoverGroupFailover {
+                    scope,
+                    location,
+                    name: name.to_string(),
+                    planned: is(action, "failover"),
+                })
+            }
             _ => Err(unknown()),
         };
     }

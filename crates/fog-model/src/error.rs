@@ -208,6 +208,12 @@ catalogue! {
         "A duplicate DNS record exists for the requested endpoint.";
     invalid_failover_group_name() => 409, "InvalidFailoverGroupName",
         "Invalid Instance Failover Group name was supplied.";
+    planned_failover_timed_out() => 400, "PlannedFailoverTimedOut",
+        "User invoked planned failover, and it timed out while trying to contact the partner management service.";
+    incorrect_replication_link_state() => 400, "IncorrectReplicationLinkState",
+        "The operation expects the database to be in an expected state on the replication link.";
+    failover_format_mismatch() => 400, "ManagedInstanceFailoverInFailoverGroupInstancesWithDifferentVersionEditions",
+        "Failover operation cannot be performed because of database format mismatch between the instances in the failover group. Consider upgrading the database format of the primary instance or deleting the failover group to promote current secondary instance to a stand-alone instance. See https://go.microsoft.com/fwlink/?linkid=2251601 for more details.";
     database_on_geo_secondary(instance, group) => 400, "DatabaseOperationOnGeoSecondaryNotAllowed",
         "Managed instance '{0}' is the geo-secondary of instance failover group '{1}': its databases are read-only replicas. Create or delete databases on the primary managed instance.";
     instance_in_failover_group(instance, group) => 409, "ManagedInstanceInFailoverGroup",

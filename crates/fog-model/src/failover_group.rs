@@ -260,6 +260,73 @@ pub struct FailoverGroupRecord {
     pub seeding: Option<SeedingProgress>,
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
+    /// A role switch in progress: while set and not yet routed, the read-write listener
+    /// holds new connections and has closed the old ones.
+    #[serde(default)]
+    pub switch: Option<Switch>,
+    /// The secondary is a former primary that must be rewound before it may run again.
+    #[serde(default)]
+    pub secondary_needs_rejoin: bool,
+    /// What the last failover did.
+    #[serde(default)]
+    pub last_failover: Option<FailoverReport>,
+}
+
+/// State of a failover between its steps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Switch {
+    pub planned: bool,
+    /// The old primary's shutdown checkpoint (planned failovers).
+    pub checkpoint_lsn: Option<String>,
+    /// The old primary could not be stopped: it is fenced by generation and by routing, and
+    /// must be rewound before it runs again.
+    pub old_primary_stale: bool,
+    /// Roles have been swapped in this record (the new primary is `primary`).
+    pub routed: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started: OffsetDateTime,
+}
+
+/// WAL the old primary had that the new primary never received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataLoss {
+    pub from_lsn: String,
+    pub to_lsn: String,
+    pub bytes: u64,
+}
+
+/// The outcome of a failover, reported in the group's view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverReport {
+    pub planned: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub from: String,
+    pub to: String,
+    pub generation: u64,
+    pub duration_ms: u64,
+    pub data_loss: Option<DataLoss>,
+    /// How the old primary came back: `followed`, `rewound`, `reseeded`, or the error.
+    pub old_primary: String,
+}
+
+impl FailoverReport {
+    pub fn view(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "type": if self.planned { "Planned" } else { "ForcedAllowDataLoss" },
+            "time": self.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "from": self.from,
+            "to": self.to,
+            "generation": self.generation,
+            "durationMs": self.duration_ms,
+            "oldPrimary": self.old_primary,
+        });
+        if let Some(l) = &self.data_loss {
+            v["dataLoss"] =
+                serde_json::json!({ "fromLsn": l.from_lsn, "toLsn": l.to_lsn, "bytes": l.bytes });
+        }
+        v
+    }
 }
 
 /// What the health observer last saw of a group (format [`ObservedGroup::FORMAT`]).
@@ -360,6 +427,9 @@ impl FailoverGroupRecord {
                 "readOnly": { "hostName": ro_name, "host": listeners.host, "port": self.listeners.read_only },
             },
         });
+        if let Some(r) = &self.last_failover {
+            props["lastFailover"] = r.view();
+        }
         if let Some(p) = &self.seeding {
             props["seedingProgress"] =
                 serde_json::json!({ "bytesDone": p.bytes_done, "bytesTotal": p.bytes_total });
@@ -504,6 +574,9 @@ mod tests {
             slot: "s".into(),
             seeding: None,
             created: OffsetDateTime::UNIX_EPOCH,
+            switch: None,
+            secondary_needs_rejoin: false,
+            last_failover: None,
         };
         assert_eq!(
             g.side("00000000-1111-2222-3333-444444444444", "RG", "Japan East"),

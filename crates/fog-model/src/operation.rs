@@ -74,6 +74,11 @@ pub enum Action {
     DeleteFailoverGroup {
         name: String,
     },
+    /// Planned failover (no data loss) or forced failover (`planned: false`).
+    FailoverGroup {
+        name: String,
+        planned: bool,
+    },
 }
 
 impl Action {

@@ -35,9 +35,29 @@ pub fn step_names(action: &Action) -> Option<&'static [&'static str]> {
             "delete_group.slot",
             "delete_group.finish",
         ],
+        Action::FailoverGroup { planned: true, .. } => &[
+            "failover.fence",
+            "failover.stop_old",
+            "failover.catch_up",
+            "failover.promote",
+            "failover.route",
+            "failover.rejoin",
+            "failover.finish",
+        ],
+        Action::FailoverGroup { planned: false, .. } => &[
+            "failover.fence",
+            "failover.stop_old",
+            "failover.promote",
+            "failover.route",
+            "failover.rejoin",
+            "failover.finish",
+        ],
         _ => return None,
     })
 }
+
+/// Steps before this one can be undone (the old primary resumes); from it on, only forward.
+const POINT_OF_NO_RETURN: &str = "failover.promote";
 
 fn engine(step: &str) -> impl FnOnce(fog_engine::EngineError) -> ArmError + '_ {
     move |e| {
@@ -50,12 +70,13 @@ fn group_name(action: &Action) -> &str {
     match action {
         Action::CreateFailoverGroup { name }
         | Action::UpdateFailoverGroup { name, .. }
-        | Action::DeleteFailoverGroup { name } => name,
+        | Action::DeleteFailoverGroup { name }
+        | Action::FailoverGroup { name, .. } => name,
         _ => "",
     }
 }
 
-struct Members {
+pub(crate) struct Members {
     group: Versioned<FailoverGroupRecord>,
     primary: Versioned<InstanceRecord>,
     secondary: Versioned<InstanceRecord>,
@@ -265,6 +286,10 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
             }
             return Ok(Outcome::Finished(writes));
         }
+        (Action::FailoverGroup { planned, .. }, step) if step.starts_with("failover.") => {
+            return crate::failover::execute(o, op, &m.group, &m.primary, &m.secondary, *planned)
+                .await;
+        }
         (_, step) => return Err(ArmError::internal(format!("unknown step '{step}'"))),
     }
     Ok(Outcome::Continue)
@@ -319,6 +344,17 @@ pub(crate) async fn compensate(o: &Orchestrator, op: &OperationRecord) -> Vec<Wr
                 ));
             }
             writes
+        }
+        Action::FailoverGroup { .. } => {
+            crate::failover::compensate(
+                o,
+                op,
+                &m.group,
+                &m.primary,
+                &m.secondary,
+                POINT_OF_NO_RETURN,
+            )
+            .await
         }
         _ => {
             let mut g = m.group.value.clone();

@@ -17,6 +17,7 @@
 //! tests, compiled only with the `failpoints` feature).
 
 pub mod catalog;
+mod failover;
 pub mod failpoint;
 mod group_steps;
 mod observer;
@@ -51,6 +52,9 @@ pub struct OrchestratorConfig {
     pub listener_ports: Option<(u16, u16)>,
     /// Smallest accepted `failoverWithDataLossGracePeriodMinutes` (Azure: 60).
     pub min_grace_minutes: i64,
+    /// How long a planned failover waits for the old primary to stop and for the new one
+    /// to replay its final WAL before giving up (`PlannedFailoverTimedOut`, group unchanged).
+    pub planned_failover_timeout: std::time::Duration,
 }
 
 impl Default for OrchestratorConfig {
@@ -63,6 +67,7 @@ impl Default for OrchestratorConfig {
             listener_host: "127.0.0.1".into(),
             listener_ports: None,
             min_grace_minutes: 60,
+            planned_failover_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -140,6 +145,24 @@ impl Orchestrator {
         }
         // Servers that should run are running before the API answers: start them all at
         // once and wait (each start is bounded by pg_ctl's own timeout).
+        // Members of a group in the middle of an operation are left to that operation, and
+        // a former primary awaiting its rewind must never start as it is.
+        let mut hands_off = std::collections::HashSet::new();
+        for g in catalog::groups(self.store.as_ref())
+            .await
+            .map_err(store_err)?
+        {
+            let g = g.value;
+            if g.active_operation
+                .as_ref()
+                .is_some_and(|o| busy.contains(o))
+            {
+                hands_off.insert(g.primary.instance.key());
+                hands_off.insert(g.secondary.instance.key());
+            } else if g.secondary_needs_rejoin {
+                hands_off.insert(g.secondary.instance.key());
+            }
+        }
         let mut starts = tokio::task::JoinSet::new();
         for inst in catalog::all_instances(self.store.as_ref())
             .await
@@ -150,6 +173,7 @@ impl Orchestrator {
                 .active_operation
                 .as_ref()
                 .is_some_and(|o| busy.contains(o))
+                || hands_off.contains(&rec.id.key())
             {
                 continue;
             }

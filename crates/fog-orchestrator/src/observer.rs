@@ -21,10 +21,12 @@ impl Orchestrator {
         };
         for g in groups {
             let g = g.value;
-            if matches!(
-                g.replication_state,
-                ReplicationState::Pending | ReplicationState::Seeding
-            ) {
+            if g.active_operation.is_some()
+                || matches!(
+                    g.replication_state,
+                    ReplicationState::Pending | ReplicationState::Seeding
+                )
+            {
                 continue;
             }
             let status = |id: fog_model::ManagedInstanceId| async move {

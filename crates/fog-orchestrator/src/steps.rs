@@ -30,7 +30,8 @@ pub fn step_names(action: &Action) -> &'static [&'static str] {
         Action::DeleteDatabase { .. } => &["delete_database.drop", "delete_database.finish"],
         Action::CreateFailoverGroup { .. }
         | Action::UpdateFailoverGroup { .. }
-        | Action::DeleteFailoverGroup { .. } => &[],
+        | Action::DeleteFailoverGroup { .. }
+        | Action::FailoverGroup { .. } => &[],
     }
 }
 
@@ -78,7 +79,8 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
         | Action::DeleteDatabase { instance, .. } => instance,
         Action::CreateFailoverGroup { .. }
         | Action::UpdateFailoverGroup { .. }
-        | Action::DeleteFailoverGroup { .. } => return crate::group_steps::execute(o, op).await,
+        | Action::DeleteFailoverGroup { .. }
+        | Action::FailoverGroup { .. } => return crate::group_steps::execute(o, op).await,
     };
     let inst = catalog::instance(store, instance_id)
         .await
@@ -227,7 +229,8 @@ pub(crate) async fn compensate(o: &Orchestrator, op: &OperationRecord) -> Vec<Wr
     match &op.action {
         Action::CreateFailoverGroup { .. }
         | Action::UpdateFailoverGroup { .. }
-        | Action::DeleteFailoverGroup { .. } => crate::group_steps::compensate(o, op).await,
+        | Action::DeleteFailoverGroup { .. }
+        | Action::FailoverGroup { .. } => crate::group_steps::compensate(o, op).await,
         Action::CreateInstance { instance, .. } => {
             let Ok(Some(inst)) = catalog::instance(store, instance).await else {
                 return vec![];

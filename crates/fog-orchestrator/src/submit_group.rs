@@ -218,6 +218,9 @@ impl Orchestrator {
             slot,
             seeding: None,
             created: OffsetDateTime::now_utc(),
+            switch: None,
+            secondary_needs_rejoin: false,
+            last_failover: None,
         };
         // Roles are replicated data: once seeded, the secondary has the primary's internal
         // credentials. The old superuser password is kept until the alignment step ran.
@@ -359,6 +362,70 @@ impl Orchestrator {
         Ok(Some(op))
     }
 
+    /// POST `failover` (`planned`) or `forceFailoverAllowDataLoss`, addressed at the
+    /// current secondary.
+    pub async fn failover_group(
+        &self,
+        addr: &GroupAddress,
+        name: &str,
+        planned: bool,
+        api_version: &str,
+    ) -> Result<OperationRecord, ArmError> {
+        let store = self.store.as_ref();
+        let existing = catalog::group(store, name)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| {
+                ArmError::child_resource_not_found(fog_model::failover_group::RESOURCE_TYPE, name)
+            })?;
+        let mut g = existing.value;
+        match g.side(
+            &addr.scope.subscription,
+            &addr.scope.resource_group,
+            &addr.location,
+        ) {
+            None => return Err(ArmError::ifog_does_not_exist()),
+            Some(Side::Primary) => return Err(ArmError::ifog_failover_on_primary()),
+            Some(Side::Secondary) => {}
+        }
+        if g.active_operation.is_some() {
+            return Err(ArmError::ifog_busy());
+        }
+        if matches!(
+            g.replication_state,
+            ReplicationState::Pending | ReplicationState::Seeding
+        ) {
+            return Err(ArmError::incorrect_replication_link_state());
+        }
+        let formats = member_formats(store, &g).await?;
+        if formats.0 != formats.1 {
+            return Err(ArmError::failover_format_mismatch());
+        }
+        let op = Self::new_group_operation(
+            addr,
+            api_version,
+            Action::FailoverGroup {
+                name: g.name.clone(),
+                planned,
+            },
+        );
+        g.active_operation = Some(op.id.clone());
+        self.store
+            .commit(vec![
+                put(
+                    catalog::group_key(&g.name),
+                    &g,
+                    Precondition::Revision(existing.revision),
+                ),
+                put(catalog::operation_key(&op.id), &op, Precondition::Absent),
+            ])
+            .await
+            .map_err(|e| busy(e, ArmError::ifog_busy()))?;
+        tracing::info!(group = name, planned, operation = %op.id, "accepted failover");
+        self.spawn(op.id.clone());
+        Ok(op)
+    }
+
     /// Listener ports for a group name: the ones it used before if still free, else new.
     async fn listener_ports(&self, name: &str) -> Result<ListenerPorts, ArmError> {
         let store = self.store.as_ref();
@@ -410,6 +477,24 @@ impl Orchestrator {
             read_only,
         })
     }
+}
+
+/// The members' `databaseFormat`s (update policies).
+async fn member_formats(
+    store: &dyn fog_store::Store,
+    g: &FailoverGroupRecord,
+) -> Result<(String, String), ArmError> {
+    let get = |id| async move {
+        catalog::instance(store, id)
+            .await
+            .map_err(store_err)?
+            .map(|v| v.value.database_format)
+            .ok_or_else(ArmError::server_not_found)
+    };
+    Ok((
+        get(&g.primary.instance).await?,
+        get(&g.secondary.instance).await?,
+    ))
 }
 
 /// Writes that detach both members from a group (used by delete and failed creates).

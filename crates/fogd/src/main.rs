@@ -96,6 +96,14 @@ struct ServeArgs {
     /// waits for the new primary before it is refused, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     listener_hold_ms: u64,
+    /// How long a planned failover waits for the old primary to stop and the new one to
+    /// catch up before it gives up with PlannedFailoverTimedOut (group unchanged), in ms.
+    #[arg(
+        long,
+        env = "FOGD_PLANNED_FAILOVER_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    planned_failover_timeout_ms: u64,
     /// How often the replication observer probes every group, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     observe_interval_ms: u64,
@@ -161,6 +169,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             listener_host: args.listener_host.clone(),
             listener_ports: args.listener_ports,
             min_grace_minutes: args.min_grace_period_minutes,
+            planned_failover_timeout: Duration::from_millis(args.planned_failover_timeout_ms),
             ..Default::default()
         },
     );

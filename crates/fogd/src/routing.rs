@@ -53,8 +53,16 @@ pub fn plan(
             g.name
         ))
     };
+    // During a role switch new writers wait (bounded by the listener's hold) and the
+    // higher generation has already closed every connection to the old primary.
+    let switching = g.switch.as_ref().is_some_and(|s| !s.routed);
+    let read_write = if switching {
+        Target::Pause
+    } else {
+        Target::Forward(primary)
+    };
     GroupRoutes {
-        read_write: Route::new(Target::Forward(primary), g.generation),
+        read_write: Route::new(read_write, g.generation),
         read_only: Route::new(read_only, g.generation),
     }
 }
@@ -205,6 +213,9 @@ mod tests {
             slot: "s".into(),
             seeding: None,
             created: time::OffsetDateTime::UNIX_EPOCH,
+            switch: None,
+            secondary_needs_rejoin: false,
+            last_failover: None,
         }
     }
 
@@ -272,6 +283,23 @@ mod tests {
             r.read_write.target,
             Target::Forward(p),
             "writes always go to the primary"
+        );
+        let mut switching = group("Disabled", "Geo", ReplicationState::CatchUp);
+        switching.switch = Some(fog_model::failover_group::Switch {
+            planned: true,
+            checkpoint_lsn: None,
+            old_primary_stale: false,
+            routed: false,
+            started: time::OffsetDateTime::UNIX_EPOCH,
+        });
+        assert_eq!(
+            plan(&switching, Some(&up), p, s).read_write.target,
+            Target::Pause
+        );
+        switching.switch.as_mut().expect("switch").routed = true;
+        assert_eq!(
+            plan(&switching, Some(&up), p, s).read_write.target,
+            Target::Forward(p)
         );
     }
 }

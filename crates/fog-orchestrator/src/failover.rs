@@ -1,0 +1,343 @@
+//! Planned and forced failover of a group, as persisted steps.
+//!
+//! | step | planned | forced |
+//! | --- | --- | --- |
+//! | `fence` | generation + 1 on the group and both instances; the read-write listener holds new connections and closes existing ones | same |
+//! | `stop_old` | fast shutdown of the old primary (its shutdown checkpoint streams to the secondary); record the checkpoint LSN | stop it at once; if that fails it is marked stale |
+//! | `catch_up` | wait until the secondary replayed strictly past the checkpoint | — |
+//! | `promote` | promote the secondary, checkpoint | same |
+//! | `route` | swap roles in the record: the listener now forwards to the new primary | same |
+//! | `rejoin` | the old primary follows the new one (no rewind after a clean stop) | pg_rewind (re-seed if impossible) and follow; the lost WAL range is reported |
+//! | `finish` | report, clear the switch | same |
+//!
+//! Up to `promote` a failure undoes the switch (the old primary runs again, the group is
+//! unchanged, a planned failover reports `PlannedFailoverTimedOut`); from `promote` on the
+//! operation only rolls forward.
+
+use crate::catalog;
+use crate::steps::Outcome;
+use crate::{store_err, Orchestrator};
+use fog_model::failover_group::{DataLoss, FailoverReport, ReplicationState, Switch};
+use fog_model::{ArmError, FailoverGroupRecord, InstanceRecord, OperationRecord};
+use fog_store::typed::{put, Versioned};
+use fog_store::{Precondition, Write};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+fn engine(step: &str) -> impl FnOnce(fog_engine::EngineError) -> ArmError + '_ {
+    move |e| {
+        tracing::warn!(step, error = %e, "failover step failed");
+        ArmError::new(500, "OperationFailed", format!("Step '{step}' failed: {e}"))
+    }
+}
+
+fn conflict(e: fog_store::StoreError) -> ArmError {
+    store_err(e)
+}
+
+/// Writes the group (CAS) and, optionally, both instance records.
+async fn save(
+    o: &Orchestrator,
+    group: &Versioned<FailoverGroupRecord>,
+    g: &FailoverGroupRecord,
+    extra: Vec<Write>,
+) -> Result<(), ArmError> {
+    let mut writes = vec![put(
+        catalog::group_key(&g.name),
+        g,
+        Precondition::Revision(group.revision),
+    )];
+    writes.extend(extra);
+    o.store.commit(writes).await.map(|_| ()).map_err(conflict)
+}
+
+/// Both instance records with their generation set to `gen`.
+fn with_generation(members: [&Versioned<InstanceRecord>; 2], gen: u64) -> Vec<Write> {
+    members
+        .iter()
+        .map(|m| {
+            let mut rec = m.value.clone();
+            rec.generation = rec.generation.max(gen);
+            put(
+                catalog::instance_key(&rec.id),
+                &rec,
+                Precondition::Revision(m.revision),
+            )
+        })
+        .collect()
+}
+
+pub(crate) async fn execute(
+    o: &Orchestrator,
+    op: &OperationRecord,
+    group: &Versioned<FailoverGroupRecord>,
+    primary: &Versioned<InstanceRecord>,
+    secondary: &Versioned<InstanceRecord>,
+    planned: bool,
+) -> Result<Outcome, ArmError> {
+    let step = op.step.as_str();
+    let agent = o.agent.as_ref();
+    let g = &group.value;
+    let routed = g.switch.as_ref().is_some_and(|s| s.routed);
+    // Before `route` the record still names the old primary as primary.
+    let (old, new) = if routed {
+        (secondary, primary)
+    } else {
+        (primary, secondary)
+    };
+    let gen = g.generation;
+    let timeout = o.config.planned_failover_timeout;
+    match step {
+        "failover.fence" => {
+            if g.switch.is_none() {
+                let mut next = g.clone();
+                next.generation += 1;
+                next.switch = Some(Switch {
+                    planned,
+                    checkpoint_lsn: None,
+                    old_primary_stale: false,
+                    routed: false,
+                    started: OffsetDateTime::now_utc(),
+                });
+                let gens = with_generation([primary, secondary], next.generation);
+                save(o, group, &next, gens).await?;
+                tracing::info!(group = %g.name, generation = next.generation, planned, "failover: fenced");
+            }
+        }
+        "failover.stop_old" => {
+            let spec = o.server_spec(&old.value).await?;
+            let mut next = g.clone();
+            let Some(switch) = next.switch.as_mut() else {
+                return Err(ArmError::operation_interrupted());
+            };
+            if planned {
+                if switch.checkpoint_lsn.is_none() {
+                    let stopped =
+                        tokio::time::timeout(timeout, agent.stop_and_inspect(&spec, gen)).await;
+                    match stopped {
+                        Ok(Ok(st)) if st.clean => switch.checkpoint_lsn = Some(st.checkpoint_lsn),
+                        other => {
+                            tracing::warn!(group = %g.name, result = ?other.map(|r| r.map(|s| s.clean)), "old primary did not stop cleanly in time");
+                            return Err(ArmError::planned_failover_timed_out());
+                        }
+                    }
+                    save(o, group, &next, vec![]).await?;
+                }
+            } else {
+                let killed =
+                    tokio::time::timeout(Duration::from_secs(10), agent.kill(&spec, gen)).await;
+                if !matches!(killed, Ok(Ok(()))) {
+                    tracing::warn!(group = %g.name, "old primary unreachable: marked stale");
+                    switch.old_primary_stale = true;
+                    save(o, group, &next, vec![]).await?;
+                }
+            }
+        }
+        "failover.catch_up" => {
+            let lsn = g
+                .switch
+                .as_ref()
+                .and_then(|s| s.checkpoint_lsn.clone())
+                .ok_or_else(ArmError::operation_interrupted)?;
+            let spec = o.server_spec(&new.value).await?;
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                match agent.replayed_past(&spec, &lsn).await {
+                    Ok(true) => break,
+                    Ok(false) | Err(_) if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    _ => return Err(ArmError::planned_failover_timed_out()),
+                }
+            }
+        }
+        "failover.promote" => {
+            let spec = o.server_spec(&new.value).await?;
+            agent.promote(&spec, gen).await.map_err(engine(step))?;
+        }
+        "failover.route" => {
+            if !routed {
+                let mut next = g.clone();
+                std::mem::swap(&mut next.primary, &mut next.secondary);
+                next.slot = format!("fogd_{}", old.value.uid);
+                next.secondary_needs_rejoin = true;
+                if let Some(s) = next.switch.as_mut() {
+                    s.routed = true;
+                }
+                // Database records live with the current primary.
+                let mut extra = Vec::new();
+                for db in catalog::databases(o.store.as_ref(), &old.value.id)
+                    .await
+                    .map_err(store_err)?
+                {
+                    let mut rec = db.value;
+                    extra.push(Write::delete(
+                        catalog::database_key(&old.value.id, &rec.name),
+                        Precondition::Revision(db.revision),
+                    ));
+                    rec.instance = new.value.id.clone();
+                    rec.instance_uid = new.value.uid.clone();
+                    rec.location = new.value.location.clone();
+                    extra.push(put(
+                        catalog::database_key(&new.value.id, &rec.name),
+                        &rec,
+                        Precondition::Any,
+                    ));
+                }
+                save(o, group, &next, extra).await?;
+                tracing::info!(group = %g.name, primary = %new.value.id.name, generation = gen, "failover: writes routed to the new primary");
+            }
+        }
+        "failover.rejoin" => {
+            if !g.secondary_needs_rejoin {
+                return Ok(Outcome::Continue);
+            }
+            let old_spec = o.server_spec(&old.value).await?;
+            let new_spec = o.server_spec(&new.value).await?;
+            let source = o
+                .replication_source(&new.value, &old.value.uid, &g.slot)
+                .await?;
+            agent
+                .ensure_slot(&new_spec, &g.slot)
+                .await
+                .map_err(engine(step))?;
+            let clean = planned && g.switch.as_ref().is_some_and(|s| !s.old_primary_stale);
+            let (outcome, loss) = if clean {
+                match agent.follow(&old_spec, &source, gen).await {
+                    Ok(()) => ("followed".to_string(), None),
+                    Err(e) => (format!("rejoin failed: {e}"), None),
+                }
+            } else {
+                match agent
+                    .rewind_and_follow(&old_spec, &new_spec, &source, gen)
+                    .await
+                {
+                    Ok(r) => {
+                        let loss = match (&r.diverged_at, &r.old_end) {
+                            (Some(from), Some(to)) if r.lost_bytes > 0 => Some(DataLoss {
+                                from_lsn: from.clone(),
+                                to_lsn: to.clone(),
+                                bytes: r.lost_bytes,
+                            }),
+                            _ => None,
+                        };
+                        let how = if r.reseeded { "reseeded" } else { "rewound" };
+                        (how.to_string(), loss)
+                    }
+                    Err(e) => (format!("rejoin failed: {e}"), None),
+                }
+            };
+            // The old slot (for the former secondary) is useless on the new standby.
+            let _ = agent
+                .drop_slot(&old_spec, &format!("fogd_{}", new.value.uid))
+                .await;
+            let mut next = g.clone();
+            next.secondary_needs_rejoin = outcome.starts_with("rejoin failed");
+            let started = g
+                .switch
+                .as_ref()
+                .map(|s| s.started)
+                .unwrap_or_else(OffsetDateTime::now_utc);
+            next.last_failover = Some(FailoverReport {
+                planned,
+                at: started,
+                from: old.value.id.name.clone(),
+                to: new.value.id.name.clone(),
+                generation: gen,
+                duration_ms: 0,
+                data_loss: loss,
+                old_primary: outcome,
+            });
+            save(o, group, &next, vec![]).await?;
+        }
+        "failover.finish" => {
+            let mut next = g.clone();
+            if let (Some(s), Some(r)) = (&next.switch, next.last_failover.as_mut()) {
+                r.duration_ms = (OffsetDateTime::now_utc() - s.started)
+                    .whole_milliseconds()
+                    .max(0) as u64;
+            }
+            next.switch = None;
+            next.active_operation = None;
+            next.replication_state = if next.secondary_needs_rejoin {
+                ReplicationState::Suspended
+            } else {
+                ReplicationState::CatchUp
+            };
+            tracing::info!(group = %g.name, primary = %next.primary.instance.name, "failover finished");
+            return Ok(Outcome::Finished(vec![put(
+                catalog::group_key(&g.name),
+                &next,
+                Precondition::Revision(group.revision),
+            )]));
+        }
+        other => return Err(ArmError::internal(format!("unknown step '{other}'"))),
+    }
+    Ok(Outcome::Continue)
+}
+
+/// After a failed step: before the point of no return the old primary runs again and the
+/// group is as it was (with a new generation, so the listener reopens); after it the roles
+/// stay switched and the old primary is left for a rejoin.
+pub(crate) async fn compensate(
+    o: &Orchestrator,
+    op: &OperationRecord,
+    group: &Versioned<FailoverGroupRecord>,
+    primary: &Versioned<InstanceRecord>,
+    secondary: &Versioned<InstanceRecord>,
+    point_of_no_return: &str,
+) -> Vec<Write> {
+    let g = &group.value;
+    let names = crate::steps::step_names(&op.action);
+    let reached = |s: &str| {
+        let at = names.iter().position(|n| *n == op.step.as_str());
+        let p = names.iter().position(|n| *n == s);
+        matches!((at, p), (Some(a), Some(p)) if a >= p)
+    };
+    let routed = g.switch.as_ref().is_some_and(|s| s.routed);
+    let mut next = g.clone();
+    next.active_operation = None;
+    // Promotion may have happened even if its step reported an error: ask the server.
+    let new_is_primary = || async {
+        match o.server_spec(&secondary.value).await {
+            Ok(spec) => o
+                .agent
+                .replication_status(&spec)
+                .await
+                .is_ok_and(|s| !s.in_recovery),
+            Err(_) => false,
+        }
+    };
+    let promoted = routed || (reached(point_of_no_return) && new_is_primary().await);
+    if promoted {
+        if !routed {
+            std::mem::swap(&mut next.primary, &mut next.secondary);
+            next.slot = format!("fogd_{}", primary.value.uid);
+        }
+        next.secondary_needs_rejoin = true;
+        next.switch = None;
+        next.replication_state = ReplicationState::Suspended;
+        tracing::error!(group = %g.name, "failover failed after promotion: roles stay switched; the old primary needs a rejoin");
+        return vec![put(
+            catalog::group_key(&g.name),
+            &next,
+            Precondition::Revision(group.revision),
+        )];
+    }
+    // Undo: the old primary takes writes again, under a newer generation.
+    next.switch = None;
+    next.generation = g.generation + 1;
+    if let Ok(spec) = o.server_spec(&primary.value).await {
+        if let Err(e) = o.agent.ensure_running(&spec, next.generation).await {
+            tracing::error!(group = %g.name, error = %e, "restarting the old primary after an aborted failover failed");
+        }
+    }
+    tracing::warn!(group = %g.name, "failover aborted; the primary is unchanged");
+    let mut writes = vec![put(
+        catalog::group_key(&g.name),
+        &next,
+        Precondition::Revision(group.revision),
+    )];
+    writes.extend(with_generation([primary, secondary], next.generation));
+    writes
+}
