@@ -217,6 +217,25 @@ pub trait InstanceAgent: Send + Sync + 'static {
     /// Observes replication on the server.
     async fn replication_status(&self, spec: &ServerSpec)
         -> Result<ReplicationStatus, EngineError>;
+    /// Makes `sp_wait_for_database_copy_sync` in `database` wait for the geo-secondary
+    /// whose walreceiver reports `application_name`, and accept `partner` (instance name,
+    /// or a fully qualified name starting with `{partner}.{zone}.`) as its target server.
+    async fn install_geo_link(
+        &self,
+        spec: &ServerSpec,
+        database: &str,
+        partner: &str,
+        zone: &str,
+        application_name: &str,
+    ) -> Result<(), EngineError>;
+    /// Removes the geo link of `database` (the procedure then reports it has none).
+    async fn clear_geo_link(&self, spec: &ServerSpec, database: &str) -> Result<(), EngineError>;
+    /// Names the standby that `SET LOCAL synchronous_commit = on` waits for (`None`: none).
+    async fn set_sync_standby(
+        &self,
+        spec: &ServerSpec,
+        application_name: Option<&str>,
+    ) -> Result<(), EngineError>;
     /// Stops the server with a fast shutdown (its final WAL, the shutdown checkpoint, is
     /// streamed to connected standbys before it exits) and reports how it stopped.
     async fn stop_and_inspect(

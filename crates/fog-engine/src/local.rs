@@ -203,6 +203,61 @@ impl LocalAgent {
     }
 }
 
+/// Where each user database records its geo-replication partner.
+const GEO_LINK_SCHEMA: &str = "\
+CREATE SCHEMA IF NOT EXISTS fogd;
+CREATE TABLE IF NOT EXISTS fogd.geo_link (
+    partner_server text NOT NULL,
+    partner_zone text NOT NULL,
+    application_name text NOT NULL
+);";
+
+/// Azure's `sp_wait_for_database_copy_sync`, for PostgreSQL: returns once all WAL flushed on
+/// the primary before the call (so every transaction committed before it) has been flushed
+/// by the geo-secondary — hardened, not necessarily replayed. Runs as its owner (a
+/// superuser) so any user who may connect can call it and read the walsender state.
+/// Interruptible, so `statement_timeout` applies.
+const WAIT_PROCEDURE: &str = r#"
+CREATE OR REPLACE PROCEDURE public.sp_wait_for_database_copy_sync(target_server text, target_database text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $proc$
+DECLARE
+    app text;
+    partners text;
+    target pg_lsn;
+BEGIN
+    IF target_database IS DISTINCT FROM current_database() THEN
+        RAISE EXCEPTION 'sp_wait_for_database_copy_sync: target database "%" is not this database ("%"); the geo link pairs a database with its copy of the same name', target_database, current_database()
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'sp_wait_for_database_copy_sync: this is the geo-secondary; call it on the primary (the read-write listener)'
+            USING ERRCODE = 'read_only_sql_transaction';
+    END IF;
+    SELECT l.application_name INTO app FROM fogd.geo_link l
+     WHERE lower(target_server) = lower(l.partner_server)
+        OR lower(target_server) LIKE lower(l.partner_server || '.' || l.partner_zone || '.%')
+     LIMIT 1;
+    IF app IS NULL THEN
+        SELECT string_agg(partner_server, ', ') INTO partners FROM fogd.geo_link;
+        IF partners IS NULL THEN
+            RAISE EXCEPTION 'sp_wait_for_database_copy_sync: database "%" has no geo-replication link (its instance is not the primary of a failover group)', current_database()
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        RAISE EXCEPTION 'sp_wait_for_database_copy_sync: "%" is not the geo-secondary of database "%" (its geo-secondary is %)', target_server, current_database(), partners
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    target := pg_current_wal_flush_lsn();
+    LOOP
+        -- Without clearing, a walsender that reconnected stays invisible for the call.
+        PERFORM pg_stat_clear_snapshot();
+        EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_replication r
+                           WHERE r.application_name = app AND r.flush_lsn >= target);
+        PERFORM pg_sleep(0.001);
+    END LOOP;
+END
+$proc$;
+"#;
+
 /// The libpq connection string a standby uses to reach its source.
 fn source_conninfo(source: &ReplicationSource) -> String {
     format!(
@@ -680,6 +735,65 @@ impl InstanceAgent for LocalAgent {
             c.batch_execute(stmt).await.map_err(|e| sql::err(spec, e))?;
         }
         Ok(())
+    }
+
+    async fn install_geo_link(
+        &self,
+        spec: &ServerSpec,
+        database: &str,
+        partner: &str,
+        zone: &str,
+        application_name: &str,
+    ) -> Result<(), EngineError> {
+        let c = sql::connect(spec, database).await?;
+        let e = |e| sql::err(spec, e);
+        c.batch_execute(GEO_LINK_SCHEMA).await.map_err(e)?;
+        c.batch_execute("DELETE FROM fogd.geo_link")
+            .await
+            .map_err(e)?;
+        c.execute(
+            "INSERT INTO fogd.geo_link(partner_server, partner_zone, application_name) VALUES ($1, $2, $3)",
+            &[&partner, &zone, &application_name],
+        )
+        .await
+        .map_err(e)?;
+        c.batch_execute(WAIT_PROCEDURE).await.map_err(e)?;
+        c.batch_execute(
+            "GRANT EXECUTE ON PROCEDURE public.sp_wait_for_database_copy_sync(text, text) TO PUBLIC",
+        )
+        .await
+        .map_err(e)
+    }
+
+    async fn clear_geo_link(&self, spec: &ServerSpec, database: &str) -> Result<(), EngineError> {
+        let c = sql::connect(spec, database).await?;
+        c.batch_execute(GEO_LINK_SCHEMA)
+            .await
+            .map_err(|e| sql::err(spec, e))?;
+        c.batch_execute("DELETE FROM fogd.geo_link")
+            .await
+            .map_err(|e| sql::err(spec, e))
+    }
+
+    async fn set_sync_standby(
+        &self,
+        spec: &ServerSpec,
+        application_name: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let c = sql::connect(spec, "postgres").await?;
+        let stmt = match application_name {
+            Some(name) => format!(
+                "ALTER SYSTEM SET synchronous_standby_names = {}",
+                literal(&ident(name))
+            ),
+            None => "ALTER SYSTEM RESET synchronous_standby_names".to_string(),
+        };
+        c.batch_execute(&stmt)
+            .await
+            .map_err(|e| sql::err(spec, e))?;
+        c.batch_execute("SELECT pg_reload_conf()")
+            .await
+            .map_err(|e| sql::err(spec, e))
     }
 
     async fn stop_and_inspect(

@@ -250,6 +250,10 @@ pub(crate) async fn execute(
             });
             save(o, group, &next, vec![]).await?;
         }
+        "failover.link" => {
+            // `primary` is the new primary once routed.
+            o.link_group(&new.value, &old.value).await?;
+        }
         "failover.finish" => {
             let mut next = g.clone();
             if let (Some(s), Some(r)) = (&next.switch, next.last_failover.as_mut()) {

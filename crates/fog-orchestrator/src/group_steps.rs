@@ -27,12 +27,14 @@ pub fn step_names(action: &Action) -> Option<&'static [&'static str]> {
             "create_group.align",
             "create_group.slot",
             "create_group.seed",
+            "create_group.link",
             "create_group.finish",
         ],
         Action::UpdateFailoverGroup { .. } => &["update_group.finish"],
         Action::DeleteFailoverGroup { .. } => &[
             "delete_group.promote",
             "delete_group.slot",
+            "delete_group.unlink",
             "delete_group.finish",
         ],
         Action::FailoverGroup { planned: true, .. } => &[
@@ -42,6 +44,7 @@ pub fn step_names(action: &Action) -> Option<&'static [&'static str]> {
             "failover.promote",
             "failover.route",
             "failover.rejoin",
+            "failover.link",
             "failover.finish",
         ],
         Action::FailoverGroup { planned: false, .. } => &[
@@ -50,6 +53,7 @@ pub fn step_names(action: &Action) -> Option<&'static [&'static str]> {
             "failover.promote",
             "failover.route",
             "failover.rejoin",
+            "failover.link",
             "failover.finish",
         ],
         _ => return None,
@@ -83,6 +87,54 @@ pub(crate) struct Members {
 }
 
 impl Orchestrator {
+    /// Points `sp_wait_for_database_copy_sync` in every user database of `primary`, and
+    /// per-transaction synchronous commit, at `secondary`.
+    pub(crate) async fn link_group(
+        &self,
+        primary: &InstanceRecord,
+        secondary: &InstanceRecord,
+    ) -> Result<(), ArmError> {
+        let spec = self.server_spec(primary).await?;
+        let app = format!("fogd_{}", secondary.uid);
+        let step = "link";
+        for db in self
+            .agent
+            .list_databases(&spec)
+            .await
+            .map_err(engine(step))?
+        {
+            self.agent
+                .install_geo_link(&spec, &db, &secondary.id.name, &secondary.dns_zone, &app)
+                .await
+                .map_err(engine(step))?;
+        }
+        self.agent
+            .set_sync_standby(&spec, Some(&app))
+            .await
+            .map_err(engine(step))
+    }
+
+    /// Removes the geo link from every user database of a (writable) instance.
+    pub(crate) async fn unlink_instance(&self, inst: &InstanceRecord) -> Result<(), ArmError> {
+        let spec = self.server_spec(inst).await?;
+        let step = "unlink";
+        for db in self
+            .agent
+            .list_databases(&spec)
+            .await
+            .map_err(engine(step))?
+        {
+            self.agent
+                .clear_geo_link(&spec, &db)
+                .await
+                .map_err(engine(step))?;
+        }
+        self.agent
+            .set_sync_standby(&spec, None)
+            .await
+            .map_err(engine(step))
+    }
+
     async fn members(&self, name: &str) -> Result<Members, ArmError> {
         let store = self.store.as_ref();
         let group = catalog::group(store, name)
@@ -210,6 +262,9 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
             let _ = writer.await;
             result.map_err(engine(step))?;
         }
+        (Action::CreateFailoverGroup { .. }, "create_group.link") => {
+            o.link_group(&m.primary.value, &m.secondary.value).await?;
+        }
         (Action::CreateFailoverGroup { .. }, "create_group.finish") => {
             let mut g = group.clone();
             g.replication_state = ReplicationState::CatchUp;
@@ -255,6 +310,14 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
             // it, and is logged rather than blocking the delete.
             if let Err(e) = agent.drop_slot(&spec, &group.slot).await {
                 tracing::warn!(group = name, error = %e, "could not drop the replication slot");
+            }
+        }
+        (Action::DeleteFailoverGroup { .. }, "delete_group.unlink") => {
+            // Both are stand-alone and writable now: neither has a geo link any more.
+            for inst in [&m.primary.value, &m.secondary.value] {
+                if let Err(e) = o.unlink_instance(inst).await {
+                    tracing::warn!(instance = %inst.id, error = %e, "removing the geo link failed");
+                }
             }
         }
         (Action::DeleteFailoverGroup { .. }, "delete_group.finish") => {

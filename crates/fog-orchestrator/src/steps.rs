@@ -185,10 +185,34 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
             }
             return Ok(Outcome::Finished(writes));
         }
-        (Action::CreateDatabase { database, .. }, "create_database.create") => agent
-            .create_database(&spec, database)
-            .await
-            .map_err(engine(step))?,
+        (Action::CreateDatabase { database, .. }, "create_database.create") => {
+            agent
+                .create_database(&spec, database)
+                .await
+                .map_err(engine(step))?;
+            // A new database on a group's primary gets its geo link at once.
+            if let Some(name) = &inst.value.failover_group {
+                if let Some(g) = catalog::group(store, name).await.map_err(store_err)? {
+                    if g.value.primary.instance.key() == instance_id.key() {
+                        let secondary = catalog::instance(store, &g.value.secondary.instance)
+                            .await
+                            .map_err(store_err)?
+                            .ok_or_else(ArmError::operation_interrupted)?;
+                        let app = format!("fogd_{}", secondary.value.uid);
+                        agent
+                            .install_geo_link(
+                                &spec,
+                                database,
+                                &secondary.value.id.name,
+                                &secondary.value.dns_zone,
+                                &app,
+                            )
+                            .await
+                            .map_err(engine(step))?;
+                    }
+                }
+            }
+        }
         (Action::CreateDatabase { database, .. }, "create_database.finish") => {
             let db = catalog::database(store, instance_id, database)
                 .await
