@@ -30,6 +30,9 @@ max_replication_slots = 10
 wal_keep_size = '256MB'
 max_slot_wal_keep_size = '2GB'
 synchronous_commit = local
+wal_retrieve_retry_interval = '1s'
+wal_receiver_status_interval = '1s'
+
 shared_buffers = '32MB'
 max_connections = 100
 logging_collector = off

@@ -89,6 +89,26 @@ pub(crate) async fn execute(
     let timeout = o.config.planned_failover_timeout;
     match step {
         "failover.fence" => {
+            if g.switch.is_none() && planned {
+                // Only stop the old primary once the secondary is connected and
+                // streaming: the shutdown checkpoint must reach it. Nothing has
+                // changed yet if it never connects.
+                let new_spec = o.server_spec(&new.value).await?;
+                let deadline = tokio::time::Instant::now() + timeout;
+                loop {
+                    let st = agent.replication_status(&new_spec).await;
+                    if st.is_ok_and(|s| {
+                        s.in_recovery && s.receiver_status.as_deref() == Some("streaming")
+                    }) {
+                        break;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::warn!(group = %g.name, "secondary is not streaming; planned failover cannot be lossless");
+                        return Err(ArmError::planned_failover_timed_out());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
             if g.switch.is_none() {
                 let mut next = g.clone();
                 next.generation += 1;

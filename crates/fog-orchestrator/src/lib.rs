@@ -145,21 +145,25 @@ impl Orchestrator {
         }
         // Servers that should run are running before the API answers: start them all at
         // once and wait (each start is bounded by pg_ctl's own timeout).
-        // Members of a group in the middle of an operation are left to that operation, and
-        // a former primary awaiting its rewind must never start as it is.
+        // A primary being failed away from must not come back by itself (the resumed
+        // failover decides), and a former primary awaiting its rewind must never start as
+        // it is. Every other server that should run, runs.
         let mut hands_off = std::collections::HashSet::new();
         for g in catalog::groups(self.store.as_ref())
             .await
             .map_err(store_err)?
         {
             let g = g.value;
-            if g.active_operation
-                .as_ref()
-                .is_some_and(|o| busy.contains(o))
-            {
-                hands_off.insert(g.primary.instance.key());
-                hands_off.insert(g.secondary.instance.key());
-            } else if g.secondary_needs_rejoin {
+            match &g.switch {
+                Some(s) if s.routed => {
+                    hands_off.insert(g.secondary.instance.key());
+                }
+                Some(_) => {
+                    hands_off.insert(g.primary.instance.key());
+                }
+                None => {}
+            }
+            if g.secondary_needs_rejoin {
                 hands_off.insert(g.secondary.instance.key());
             }
         }
