@@ -306,6 +306,89 @@ def expect_reserved_name_error(client, rg, mi_name, limit):
     raise SmokeFailure(f"reserved-name create: expected HttpResponseError, got success: {got!r}")
 
 
+def props(resource):
+    """The `properties` of a 4.x model (flattened attribute names as a fallback)."""
+    return getattr(resource, "properties", None) or resource
+
+
+def run_failover_groups(args):
+    """Failover groups through the SDK: create (seeding), both views, list, planned and
+    forced failover (200 final body from the Location URL), delete."""
+    from azure.mgmt.sql.models import (
+        InstanceFailoverGroup,
+        InstanceFailoverGroupReadWriteEndpoint,
+        ManagedInstancePairInfo,
+        PartnerRegionInfo,
+    )
+
+    suffix = uuid.uuid4().hex[:8]
+    rg = f"fog-smoke-fg-{suffix}"
+    p_name, s_name, fg = f"fog-p-{suffix}", f"fog-s-{suffix}", f"fog-fg-{suffix}"
+    limit = args.lro_limit
+    client = SqlManagementClient(
+        StaticTokenCredential(args.token),
+        args.subscription,
+        base_url=args.base_url.rstrip("/"),
+        connection_verify=args.ca if args.ca else (not args.insecure),
+        polling_interval=1,
+        retry_total=args.retry_total,
+    )
+    step(f"create primary {p_name} (eastus) and secondary {s_name} (westus, same DNS zone)")
+    primary = wait_lro(timed_begin(client.managed_instances.begin_create_or_update, rg, p_name, ManagedInstance(
+        location="eastus", sku=Sku(name="GP_Gen5", tier="GeneralPurpose"), administrator_login="fogadmin",
+        administrator_login_password=ADMIN_PASSWORD, v_cores=4, storage_size_in_gb=64)), "primary create", limit)
+    secondary = wait_lro(timed_begin(client.managed_instances.begin_create_or_update, rg, s_name, ManagedInstance(
+        location="westus", sku=Sku(name="GP_Gen5", tier="GeneralPurpose"), administrator_login="fogadmin",
+        administrator_login_password=ADMIN_PASSWORD, v_cores=4, storage_size_in_gb=64,
+        dns_zone_partner=primary.id)), "secondary create", limit)
+    assert props(secondary).dns_zone == props(primary).dns_zone, "DNS zone copied from the partner"
+
+    step(f"create instance failover group {fg} at eastus (PUT, LRO with seeding)")
+    group = wait_lro(timed_begin(client.instance_failover_groups.begin_create_or_update, rg, "eastus", fg,
+        InstanceFailoverGroup(
+            read_write_endpoint=InstanceFailoverGroupReadWriteEndpoint(failover_policy="Manual"),
+            partner_regions=[PartnerRegionInfo(location="westus")],
+            managed_instance_pairs=[ManagedInstancePairInfo(
+                primary_managed_instance_id=primary.id, partner_managed_instance_id=secondary.id)],
+        )), "group create", limit)
+    assert _s(props(group).replication_role) == "Primary", props(group).replication_role
+    assert _s(props(group).partner_regions[0].replication_role) == "Secondary"
+
+    step("get the group from the secondary's location; list by location")
+    other = client.instance_failover_groups.get(rg, "westus", fg)
+    assert _s(props(other).replication_role) == "Secondary", props(other).replication_role
+    assert eq_ci(props(other).managed_instance_pairs[0].primary_managed_instance_id, primary.id)
+    listed = list(client.instance_failover_groups.list_by_location(rg, "westus"))
+    assert fg in names(listed), names(listed)
+    ok(f"replicationState={props(other).replication_state}")
+
+    step("planned failover to the secondary (POST failover, LRO; final body from Location)")
+    after = wait_lro(timed_begin(client.instance_failover_groups.begin_failover, rg, "westus", fg), "failover", limit)
+    assert _s(props(after).replication_role) == "Primary", props(after).replication_role
+    assert eq_ci(props(after).managed_instance_pairs[0].primary_managed_instance_id, secondary.id)
+
+    step("forced failover back (POST forceFailoverAllowDataLoss, LRO)")
+    back = wait_lro(timed_begin(client.instance_failover_groups.begin_force_failover_allow_data_loss, rg, "eastus", fg),
+                    "force failover", limit)
+    assert _s(props(back).replication_role) == "Primary"
+    assert eq_ci(props(back).managed_instance_pairs[0].primary_managed_instance_id, primary.id)
+
+    step("failover requested at the primary is refused")
+    try:
+        client.instance_failover_groups.begin_failover(rg, "eastus", fg).result()
+        raise SmokeFailure("failover at the primary succeeded")
+    except HttpResponseError as e:
+        code = e.error.code if e.error else None
+        assert code == "InstanceFailoverGroupFailoverRequestOnPrimary", code
+        ok(f"HTTP {e.status_code} {code}")
+
+    step("delete the group, then both instances")
+    wait_lro(timed_begin(client.instance_failover_groups.begin_delete, rg, "eastus", fg), "group delete", limit)
+    expect_not_found(client.instance_failover_groups.get, rg, "eastus", fg, what="get deleted group")
+    for name in (s_name, p_name):
+        wait_lro(timed_begin(client.managed_instances.begin_delete, rg, name), f"delete {name}", limit)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="fogd smoke test through azure-mgmt-sql")
     ap.add_argument("--base-url", required=True, help="e.g. https://127.0.0.1:8443")
@@ -332,6 +415,7 @@ def main(argv=None):
     t0 = time.monotonic()
     try:
         run(args)
+        run_failover_groups(args)
     except (AssertionError, SmokeFailure) as e:
         print(f"FAIL (step {_step_no}): {e}", flush=True)
         return 1
