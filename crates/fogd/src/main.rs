@@ -218,7 +218,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         });
     };
     let url = format!("https://{bound}");
-    std::fs::write(dir.join("api-url"), format!("{url}\n")).context("write api-url")?;
+    // Atomically: scripts poll for this file and must never read it half-written.
+    let tmp = dir.join("api-url.tmp");
+    std::fs::write(&tmp, format!("{url}\n")).context("write api-url")?;
+    std::fs::rename(&tmp, dir.join("api-url")).context("write api-url")?;
     tracing::info!(
         api = %url,
         ca = %tls_files.ca_cert.display(),

@@ -86,8 +86,10 @@ impl Fogd {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(u) = std::fs::read_to_string(self.data.join("api-url")) {
-                self.url = u.trim().to_string();
-                break;
+                if u.ends_with('\n') {
+                    self.url = u.trim().to_string();
+                    break;
+                }
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!(
