@@ -215,7 +215,7 @@ mod tests {
         body.extend(196_608i32.to_be_bytes()); // protocol 3.0
         body.extend(b"user\0x\0database\0y\0\0");
         let mut out = Vec::new();
-        out.extend((i32::try_from(body.len() + 4).unwrap()).to_be_bytes());
+        out.extend((i32::try_from(body.len() + 4).expect("length fits")).to_be_bytes());
         out.extend(body);
         out
     }
@@ -248,12 +248,14 @@ mod tests {
         let mut ssl = Vec::new();
         ssl.extend(8i32.to_be_bytes());
         ssl.extend(SSL_REQUEST.to_be_bytes());
-        client.write_all(&ssl).await.unwrap();
-        client.write_all(&startup_message()).await.unwrap();
-        let opening = read_opening(&mut server, deadline()).await.unwrap();
+        client.write_all(&ssl).await.expect("write");
+        client.write_all(&startup_message()).await.expect("write");
+        let opening = read_opening(&mut server, deadline())
+            .await
+            .expect("opening");
         assert_eq!(opening, Opening::Startup);
         let mut answer = [0u8; 1];
-        client.read_exact(&mut answer).await.unwrap();
+        client.read_exact(&mut answer).await.expect("read");
         assert_eq!(&answer, b"N");
     }
 
@@ -264,7 +266,7 @@ mod tests {
             let mut msg = Vec::new();
             msg.extend(len.to_be_bytes());
             msg.extend(196_608i32.to_be_bytes());
-            client.write_all(&msg).await.unwrap();
+            client.write_all(&msg).await.expect("write");
             let r = read_opening(&mut server, deadline()).await;
             assert!(
                 matches!(r, Err(OpeningError::Invalid(_))),
@@ -281,7 +283,7 @@ mod tests {
             ssl.extend(8i32.to_be_bytes());
             ssl.extend(SSL_REQUEST.to_be_bytes());
         }
-        client.write_all(&ssl).await.unwrap();
+        client.write_all(&ssl).await.expect("write");
         let r = read_opening(&mut server, deadline()).await;
         assert!(matches!(r, Err(OpeningError::Invalid(_))), "{r:?}");
     }
@@ -300,9 +302,11 @@ mod tests {
         msg.extend(16i32.to_be_bytes());
         msg.extend(CANCEL_REQUEST.to_be_bytes());
         msg.extend([0u8; 8]);
-        client.write_all(&msg).await.unwrap();
+        client.write_all(&msg).await.expect("write");
         assert_eq!(
-            read_opening(&mut server, deadline()).await.unwrap(),
+            read_opening(&mut server, deadline())
+                .await
+                .expect("opening"),
             Opening::Cancel
         );
     }
