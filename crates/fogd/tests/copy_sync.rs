@@ -7,19 +7,9 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 async fn client(v: &Value, db: &str) -> tokio_postgres::Client {
-    let ep = &v["properties"]["postgresEndpoint"];
-    let (c, conn) = tokio_postgres::Config::new()
-        .host(ep["host"].as_str().unwrap_or(""))
-        .port(ep["port"].as_u64().unwrap_or(0) as u16)
-        .user("fogadmin")
-        .password(PASSWORD)
-        .dbname(db)
-        .connect_timeout(Duration::from_secs(5))
-        .connect(tokio_postgres::NoTls)
+    admin_at(v, &["properties", "postgresEndpoint"], db)
         .await
-        .expect("connect");
-    tokio::spawn(conn);
-    c
+        .expect("connect")
 }
 
 fn db_error(e: &tokio_postgres::Error) -> String {
@@ -32,24 +22,7 @@ fn db_error(e: &tokio_postgres::Error) -> String {
 async fn wait_for_copy_sync_and_synchronous_commit() {
     let f = Fogd::start().await;
     let a = f.create_instance("rg", "cs-a", "eastus").await;
-    let body = json!({"location": "westus", "properties": {"administratorLogin": "fogadmin",
-        "administratorLoginPassword": PASSWORD, "storageSizeInGB": 64, "vCores": 4, "dnsZonePartner": a["id"]}});
-    let r = f
-        .send(
-            Method::PUT,
-            &format!("{}?{API}", f.mi_path("rg", "cs-b")),
-            Some(&body.to_string()),
-        )
-        .await;
-    assert_eq!(f.wait_operation(&r).await["status"], "Succeeded");
-    let b = f
-        .send(
-            Method::GET,
-            &format!("{}?{API}", f.mi_path("rg", "cs-b")),
-            None,
-        )
-        .await
-        .body;
+    let b = f.create_partner("rg", "cs-b", "westus", &a).await;
     let r = f
         .send(
             Method::PUT,
@@ -65,14 +38,12 @@ async fn wait_for_copy_sync_and_synchronous_commit() {
         .await
         .is_err());
 
-    let g = json!({"properties": {"readWriteEndpoint": {"failoverPolicy": "Manual"},
-        "partnerRegions": [{"location": "westus"}],
-        "managedInstancePairs": [{"primaryManagedInstanceId": a["id"], "partnerManagedInstanceId": b["id"]}]}});
+    let g = Fogd::group_body(&a, &b, "westus", json!({}));
     let url = format!(
         "{}/locations/eastus/instanceFailoverGroups/fog-cs?{API}",
         f.rg_path("rg")
     );
-    let r = f.send(Method::PUT, &url, Some(&g.to_string())).await;
+    let r = f.send(Method::PUT, &url, Some(&g)).await;
     assert_eq!(f.wait_operation(&r).await["status"], "Succeeded");
     // A database added later gets it too.
     let r = f
@@ -228,33 +199,7 @@ async fn wait_for_copy_sync_and_synchronous_commit() {
         .await
         .expect("write + wait");
     }
-    let dir = std::fs::read_dir(f.data.join("instances"))
-        .expect("dir")
-        .flatten()
-        .find(|e| {
-            std::fs::read_to_string(e.path().join("pgdata/postmaster.pid"))
-                .unwrap_or_default()
-                .lines()
-                .nth(3)
-                .map(str::trim)
-                == Some(&a["properties"]["postgresEndpoint"]["port"].to_string())
-        })
-        .expect("primary dir");
-    let out = std::process::Command::new("runuser")
-        .args([
-            "-u",
-            "postgres",
-            "--",
-            "/usr/lib/postgresql/15/bin/pg_ctl",
-            "stop",
-            "-m",
-            "immediate",
-            "-D",
-        ])
-        .arg(dir.path().join("pgdata"))
-        .output()
-        .expect("kill");
-    assert!(out.status.success());
+    f.pg_ctl(&a, "stop", "immediate");
     let mut present = 0i64;
     for _ in 0..100 {
         present = pb

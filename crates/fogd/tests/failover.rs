@@ -7,34 +7,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-async fn client(
-    host: &str,
-    port: u64,
-    db: &str,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (c, conn) = tokio_postgres::Config::new()
-        .host(host)
-        .port(port as u16)
-        .user("fogadmin")
-        .password(PASSWORD)
-        .dbname(db)
-        .connect_timeout(Duration::from_secs(5))
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(conn);
-    Ok(c)
-}
-
 async fn via(g: &Value, which: &str) -> tokio_postgres::Client {
-    let l = &g["properties"]["listeners"][which];
     for _ in 0..100 {
-        if let Ok(c) = client(
-            l["host"].as_str().unwrap_or(""),
-            l["port"].as_u64().unwrap_or(0),
-            "app",
-        )
-        .await
-        {
+        if let Ok(c) = admin_at(g, &["properties", "listeners", which], "app").await {
             return c;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -43,14 +18,9 @@ async fn via(g: &Value, which: &str) -> tokio_postgres::Client {
 }
 
 async fn direct(mi: &Value) -> tokio_postgres::Client {
-    let ep = &mi["properties"]["postgresEndpoint"];
-    client(
-        ep["host"].as_str().unwrap_or(""),
-        ep["port"].as_u64().unwrap_or(0),
-        "app",
-    )
-    .await
-    .expect("direct")
+    admin_at(mi, &["properties", "postgresEndpoint"], "app")
+        .await
+        .expect("direct")
 }
 
 async fn scalar(c: &tokio_postgres::Client, q: &str) -> i64 {
@@ -126,24 +96,7 @@ async fn patch(f: &Fogd, rg: &str, mi: &str) {
 async fn planned_and_forced_failover() {
     let f = Fogd::start_with(&[("FOGD_PLANNED_FAILOVER_TIMEOUT_MS", "3000")]).await;
     let a = f.create_instance("rg-east", "fo-a", "eastus").await;
-    let body = json!({"location": "westus", "properties": {"administratorLogin": "fogadmin",
-        "administratorLoginPassword": PASSWORD, "storageSizeInGB": 64, "vCores": 4, "dnsZonePartner": a["id"]}});
-    let r = f
-        .send(
-            Method::PUT,
-            &format!("{}?{API}", f.mi_path("rg-west", "fo-b")),
-            Some(&body.to_string()),
-        )
-        .await;
-    assert_eq!(f.wait_operation(&r).await["status"], "Succeeded");
-    let b = f
-        .send(
-            Method::GET,
-            &format!("{}?{API}", f.mi_path("rg-west", "fo-b")),
-            None,
-        )
-        .await
-        .body;
+    let b = f.create_partner("rg-west", "fo-b", "westus", &a).await;
     let r = f
         .send(
             Method::PUT,
@@ -159,9 +112,7 @@ async fn planned_and_forced_failover() {
         )
         .await
         .expect("load");
-    let group = json!({"properties": {"readWriteEndpoint": {"failoverPolicy": "Manual"},
-        "partnerRegions": [{"location": "westus"}],
-        "managedInstancePairs": [{"primaryManagedInstanceId": a["id"], "partnerManagedInstanceId": b["id"]}]}});
+    let group = Fogd::group_body(&a, &b, "westus", json!({}));
     let at_a = format!(
         "{}/locations/eastus/instanceFailoverGroups/fog-fo?{API}",
         f.rg_path("rg-east")
@@ -170,7 +121,7 @@ async fn planned_and_forced_failover() {
         "{}/locations/westus/instanceFailoverGroups/fog-fo?{API}",
         f.rg_path("rg-west")
     );
-    let r = f.send(Method::PUT, &at_a, Some(&group.to_string())).await;
+    let r = f.send(Method::PUT, &at_a, Some(&group)).await;
     assert_eq!(f.wait_operation(&r).await["status"], "Succeeded");
     let g = f.send(Method::GET, &at_a, None).await.body;
 

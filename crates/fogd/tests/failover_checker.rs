@@ -18,28 +18,7 @@ async fn client(
     db: &str,
     timeout: Duration,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (c, conn) = tokio_postgres::Config::new()
-        .host(host)
-        .port(port as u16)
-        .user("fogadmin")
-        .password(PASSWORD)
-        .dbname(db)
-        .connect_timeout(timeout)
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(conn);
-    Ok(c)
-}
-
-fn endpoint(v: &Value, path: &[&str]) -> (String, u64) {
-    let mut e = v;
-    for p in path {
-        e = &e[*p];
-    }
-    (
-        e["host"].as_str().unwrap_or("").to_string(),
-        e["port"].as_u64().unwrap_or(0),
-    )
+    pg(host, port, "fogadmin", PASSWORD, db, timeout).await
 }
 
 struct Setup {
@@ -50,24 +29,7 @@ struct Setup {
 
 async fn setup(f: &Fogd) -> Setup {
     let a = f.create_instance("rg-east", "ck-a", "eastus").await;
-    let body = json!({"location": "westus", "properties": {"administratorLogin": "fogadmin",
-        "administratorLoginPassword": PASSWORD, "storageSizeInGB": 64, "vCores": 4, "dnsZonePartner": a["id"]}});
-    let r = f
-        .send(
-            Method::PUT,
-            &format!("{}?{API}", f.mi_path("rg-west", "ck-b")),
-            Some(&body.to_string()),
-        )
-        .await;
-    assert_eq!(f.wait_operation(&r).await["status"], "Succeeded");
-    let b = f
-        .send(
-            Method::GET,
-            &format!("{}?{API}", f.mi_path("rg-west", "ck-b")),
-            None,
-        )
-        .await
-        .body;
+    let b = f.create_partner("rg-west", "ck-b", "westus", &a).await;
     let r = f
         .send(
             Method::PUT,
@@ -83,14 +45,12 @@ async fn setup(f: &Fogd) -> Setup {
         .batch_execute("CREATE TABLE acked(id bigint primary key)")
         .await
         .expect("table");
-    let g = json!({"properties": {"readWriteEndpoint": {"failoverPolicy": "Manual"},
-        "partnerRegions": [{"location": "westus"}],
-        "managedInstancePairs": [{"primaryManagedInstanceId": a["id"], "partnerManagedInstanceId": b["id"]}]}});
+    let g = Fogd::group_body(&a, &b, "westus", json!({}));
     let url = format!(
         "{}/locations/eastus/instanceFailoverGroups/fog-ck?{API}",
         f.rg_path("rg-east")
     );
-    let r = f.send(Method::PUT, &url, Some(&g.to_string())).await;
+    let r = f.send(Method::PUT, &url, Some(&g)).await;
     assert_eq!(f.wait_operation(&r).await["status"], "Succeeded");
     let group = f.send(Method::GET, &url, None).await.body;
     Setup { a, b, group }

@@ -12,24 +12,14 @@ async fn pair(f: &Fogd, suffix: &str) -> (Value, Value) {
     let a = f
         .create_instance("rg", &format!("a{suffix}"), "eastus")
         .await;
-    let body = json!({"location": "westus", "properties": {"administratorLogin": "fogadmin",
-        "administratorLoginPassword": PASSWORD, "storageSizeInGB": 64, "vCores": 4, "dnsZonePartner": a["id"]}});
-    let path = format!("{}?{API}", f.mi_path("rg", &format!("b{suffix}")));
-    let r = f.send(Method::PUT, &path, Some(&body.to_string())).await;
-    assert_eq!(f.wait_operation(&r).await["status"], "Succeeded");
-    (a, f.send(Method::GET, &path, None).await.body)
+    let b = f
+        .create_partner("rg", &format!("b{suffix}"), "westus", &a)
+        .await;
+    (a, b)
 }
 
 fn group_body(a: &Value, b: &Value, extra: Value) -> String {
-    let mut v = json!({"properties": {"readWriteEndpoint": {"failoverPolicy": "Manual"},
-        "partnerRegions": [{"location": "westus"}],
-        "managedInstancePairs": [{"primaryManagedInstanceId": a["id"], "partnerManagedInstanceId": b["id"]}]}});
-    if let Value::Object(m) = extra {
-        for (k, x) in m {
-            v["properties"][k] = x;
-        }
-    }
-    v.to_string()
+    Fogd::group_body(a, b, "westus", extra)
 }
 
 fn path(f: &Fogd, loc: &str, name: &str) -> String {
@@ -43,18 +33,7 @@ async fn connect_listener(
     g: &Value,
     which: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let l = &g["properties"]["listeners"][which];
-    let (c, conn) = tokio_postgres::Config::new()
-        .host(l["host"].as_str().unwrap_or(""))
-        .port(l["port"].as_u64().unwrap_or(0) as u16)
-        .user("fogadmin")
-        .password(PASSWORD)
-        .dbname("postgres")
-        .connect_timeout(Duration::from_secs(5))
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(conn);
-    Ok(c)
+    admin_at(g, &["properties", "listeners", which], "postgres").await
 }
 
 /// Which server a listener reaches: `false` = primary (writable), `true` = standby.
@@ -83,44 +62,6 @@ where
     panic!("timed out waiting for: {what}");
 }
 
-fn pg_ctl(f: &Fogd, view: &Value, action: &str) {
-    let port = view["properties"]["postgresEndpoint"]["port"]
-        .as_u64()
-        .expect("port")
-        .to_string();
-    for e in std::fs::read_dir(f.data.join("instances"))
-        .expect("dir")
-        .flatten()
-    {
-        let pid =
-            std::fs::read_to_string(e.path().join("pgdata/postmaster.pid")).unwrap_or_default();
-        let is_it = pid.lines().nth(3).map(str::trim) == Some(port.as_str());
-        if is_it {
-            let out = std::process::Command::new("runuser")
-                .args([
-                    "-u",
-                    "postgres",
-                    "--",
-                    "/usr/lib/postgresql/15/bin/pg_ctl",
-                    action,
-                    "-m",
-                    "fast",
-                    "-D",
-                ])
-                .arg(e.path().join("pgdata"))
-                .output()
-                .expect("pg_ctl");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return;
-        }
-    }
-    panic!("server on port {port} not found");
-}
-
 #[tokio::test]
 async fn read_only_endpoint_follows_its_failover_policy() {
     let mut f = Fogd::start().await;
@@ -144,7 +85,7 @@ async fn read_only_endpoint_follows_its_failover_policy() {
 
     // Secondary down: the observer reports SUSPENDED; Enabled sends read-only traffic to
     // the primary.
-    pg_ctl(&f, &b, "stop");
+    f.pg_ctl(&b, "stop", "fast");
     until("SUSPENDED", || async {
         f.send(Method::GET, &p, None).await.body["properties"]["replicationState"] == "SUSPENDED"
     })

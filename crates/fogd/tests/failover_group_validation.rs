@@ -24,12 +24,7 @@ fn mi(location: &str, props: Value) -> Value {
 }
 
 fn body(primary: &Value, partner: &Value, region: &str) -> String {
-    json!({"properties": {
-        "readWriteEndpoint": {"failoverPolicy": "Manual"},
-        "partnerRegions": [{"location": region}],
-        "managedInstancePairs": [{"primaryManagedInstanceId": primary["id"], "partnerManagedInstanceId": partner["id"]}],
-    }})
-    .to_string()
+    Fogd::group_body(primary, partner, region, json!({}))
 }
 
 #[tokio::test]
@@ -235,31 +230,7 @@ async fn unreachable_primary_is_an_incorrect_networking_configuration() {
     )
     .await;
     // Stop the primary's server behind fogd's back: replication cannot reach it.
-    let dir = f.data.join("instances");
-    let port = a["properties"]["postgresEndpoint"]["port"]
-        .as_u64()
-        .expect("port");
-    for e in std::fs::read_dir(&dir).expect("dir").flatten() {
-        let pid =
-            std::fs::read_to_string(e.path().join("pgdata/postmaster.pid")).unwrap_or_default();
-        if pid.lines().nth(3).map(str::trim) == Some(&port.to_string()) {
-            let out = std::process::Command::new("runuser")
-                .args([
-                    "-u",
-                    "postgres",
-                    "--",
-                    "/usr/lib/postgresql/15/bin/pg_ctl",
-                    "stop",
-                    "-m",
-                    "fast",
-                    "-D",
-                ])
-                .arg(e.path().join("pgdata"))
-                .output()
-                .expect("pg_ctl");
-            assert!(out.status.success());
-        }
-    }
+    f.pg_ctl(&a, "stop", "fast");
     let path = format!(
         "{}/locations/eastus/instanceFailoverGroups/fg?{API}",
         f.rg_path("rg")

@@ -8,43 +8,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-fn zone_partner_body(location: &str, partner_id: &Value) -> String {
-    json!({
-        "location": location,
-        "sku": {"name": "GP_Gen5"},
-        "properties": {"administratorLogin": "fogadmin", "administratorLoginPassword": PASSWORD,
-                        "vCores": 4, "storageSizeInGB": 64, "dnsZonePartner": partner_id}
-    })
-    .to_string()
-}
-
-async fn create_partner(f: &Fogd, rg: &str, name: &str, location: &str, partner: &Value) -> Value {
-    let path = format!("{}?{API}", f.mi_path(rg, name));
-    let r = f
-        .send(
-            Method::PUT,
-            &path,
-            Some(&zone_partner_body(location, &partner["id"])),
-        )
-        .await;
-    assert_eq!(f.wait_operation(&r).await["status"], "Succeeded");
-    f.send(Method::GET, &path, None).await.body
-}
-
-pub fn group_body(primary: &Value, partner: &Value, partner_region: &str, extra: Value) -> String {
-    let mut b = json!({"properties": {
-        "readWriteEndpoint": {"failoverPolicy": "Manual"},
-        "partnerRegions": [{"location": partner_region}],
-        "managedInstancePairs": [{"primaryManagedInstanceId": primary["id"], "partnerManagedInstanceId": partner["id"]}],
-    }});
-    if let Value::Object(m) = extra {
-        for (k, v) in m {
-            b["properties"][k] = v;
-        }
-    }
-    b.to_string()
-}
-
 fn group_path(f: &Fogd, rg: &str, location: &str, name: &str) -> String {
     format!(
         "{}/locations/{location}/instanceFailoverGroups/{name}?{API}",
@@ -52,36 +15,12 @@ fn group_path(f: &Fogd, rg: &str, location: &str, name: &str) -> String {
     )
 }
 
-async fn pg(
-    host: &str,
-    port: u64,
-    db: &str,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (c, conn) = tokio_postgres::Config::new()
-        .host(host)
-        .port(port as u16)
-        .user("fogadmin")
-        .password(PASSWORD)
-        .dbname(db)
-        .connect_timeout(Duration::from_secs(5))
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(conn);
-    Ok(c)
-}
-
 async fn listener(
     view: &Value,
     which: &str,
     db: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let l = &view["properties"]["listeners"][which];
-    pg(
-        l["host"].as_str().unwrap_or(""),
-        l["port"].as_u64().unwrap_or(0),
-        db,
-    )
-    .await
+    admin_at(view, &["properties", "listeners", which], db).await
 }
 
 /// Polls `query` (returning one bigint) until it equals `want`.
@@ -101,7 +40,7 @@ async fn eventually(c: &tokio_postgres::Client, query: &str, want: i64) -> bool 
 async fn failover_group_end_to_end_and_change_of_secondary_region() {
     let f = Fogd::start().await;
     let a = f.create_instance("rg-east", "mi-a", "eastus").await;
-    let b = create_partner(&f, "rg-west", "mi-b", "westus", &a).await;
+    let b = f.create_partner("rg-west", "mi-b", "westus", &a).await;
 
     // A non-trivial database on the primary: tens of MB to seed.
     let r = f
@@ -127,7 +66,7 @@ async fn failover_group_end_to_end_and_change_of_secondary_region() {
         .send(
             Method::PUT,
             &path_a,
-            Some(&group_body(&a, &b, "westus", json!({}))),
+            Some(&Fogd::group_body(&a, &b, "westus", json!({}))),
         )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
@@ -319,7 +258,7 @@ async fn failover_group_end_to_end_and_change_of_secondary_region() {
     );
 
     // Update policies in place (at the primary); not at the secondary.
-    let update = group_body(
+    let update = Fogd::group_body(
         &a,
         &b,
         "westus",
@@ -355,7 +294,7 @@ async fn failover_group_end_to_end_and_change_of_secondary_region() {
         .send(
             Method::PUT,
             &path_a,
-            Some(&group_body(&a, &b, "centralus", json!({}))),
+            Some(&Fogd::group_body(&a, &b, "centralus", json!({}))),
         )
         .await;
     assert_eq!(
@@ -434,12 +373,14 @@ async fn failover_group_end_to_end_and_change_of_secondary_region() {
     );
 
     // The guide's "change the secondary region": same name, A–C; same listener names.
-    let c = create_partner(&f, "rg-central", "mi-c", "centralus", &a).await;
+    let c = f
+        .create_partner("rg-central", "mi-c", "centralus", &a)
+        .await;
     let r = f
         .send(
             Method::PUT,
             &path_a,
-            Some(&group_body(&a, &c, "centralus", json!({}))),
+            Some(&Fogd::group_body(&a, &c, "centralus", json!({}))),
         )
         .await;
     assert_eq!(

@@ -309,16 +309,129 @@ pub async fn pg_connect(
     password: &str,
     db: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let ep = &view["properties"]["postgresEndpoint"];
+    let (h, p) = endpoint(view, &["properties", "postgresEndpoint"]);
+    pg(&h, p, user, password, db, Duration::from_secs(5)).await
+}
+
+/// Connects a PostgreSQL client.
+pub async fn pg(
+    host: &str,
+    port: u64,
+    user: &str,
+    password: &str,
+    db: &str,
+    timeout: Duration,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (c, conn) = tokio_postgres::Config::new()
-        .host(ep["host"].as_str().expect("host"))
-        .port(ep["port"].as_u64().expect("port") as u16)
+        .host(host)
+        .port(port as u16)
         .user(user)
         .password(password)
         .dbname(db)
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(timeout)
         .connect(tokio_postgres::NoTls)
         .await?;
     tokio::spawn(conn);
     Ok(c)
+}
+
+/// `(host, port)` of the endpoint object at `path` (e.g. `["properties", "postgresEndpoint"]`).
+pub fn endpoint(v: &Value, path: &[&str]) -> (String, u64) {
+    let e = path.iter().fold(v, |e, p| &e[*p]);
+    (
+        e["host"].as_str().unwrap_or("").to_string(),
+        e["port"].as_u64().unwrap_or(0),
+    )
+}
+
+/// Connects as the administrator to an instance's server or a group listener (`path`).
+pub async fn admin_at(
+    v: &Value,
+    path: &[&str],
+    db: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (h, p) = endpoint(v, path);
+    pg(&h, p, "fogadmin", PASSWORD, db, Duration::from_secs(5)).await
+}
+
+impl Fogd {
+    /// Creates an instance in `location` sharing `partner`'s DNS zone (64 GB, 4 vCores,
+    /// like [`Fogd::instance_body`]); returns its GET view.
+    pub async fn create_partner(
+        &self,
+        rg: &str,
+        name: &str,
+        location: &str,
+        partner: &Value,
+    ) -> Value {
+        let body = serde_json::json!({"location": location, "sku": {"name": "GP_Gen5"}, "properties": {
+            "administratorLogin": "fogadmin", "administratorLoginPassword": PASSWORD,
+            "storageSizeInGB": 64, "vCores": 4, "dnsZonePartner": partner["id"]}});
+        let path = format!("{}?{API}", self.mi_path(rg, name));
+        let r = self.send(Method::PUT, &path, Some(&body.to_string())).await;
+        assert_eq!(
+            self.wait_operation(&r).await["status"],
+            "Succeeded",
+            "{name}"
+        );
+        self.send(Method::GET, &path, None).await.body
+    }
+
+    /// A group body pairing `primary` with `partner`; `extra` adds or replaces properties.
+    pub fn group_body(
+        primary: &Value,
+        partner: &Value,
+        partner_region: &str,
+        extra: Value,
+    ) -> String {
+        let mut b = serde_json::json!({"properties": {
+            "readWriteEndpoint": {"failoverPolicy": "Manual"},
+            "partnerRegions": [{"location": partner_region}],
+            "managedInstancePairs": [{"primaryManagedInstanceId": primary["id"], "partnerManagedInstanceId": partner["id"]}],
+        }});
+        if let Value::Object(m) = extra {
+            for (k, v) in m {
+                b["properties"][k] = v;
+            }
+        }
+        b.to_string()
+    }
+
+    /// Runs `pg_ctl {action} -m {mode}` on the server of instance `view`, behind fogd's back.
+    pub fn pg_ctl(&self, view: &Value, action: &str, mode: &str) {
+        let port = view["properties"]["postgresEndpoint"]["port"]
+            .as_u64()
+            .expect("port")
+            .to_string();
+        for e in std::fs::read_dir(self.data.join("instances"))
+            .expect("dir")
+            .flatten()
+        {
+            let pid =
+                std::fs::read_to_string(e.path().join("pgdata/postmaster.pid")).unwrap_or_default();
+            if pid.lines().nth(3).map(str::trim) == Some(port.as_str()) {
+                let out = Command::new("runuser")
+                    .args([
+                        "-u",
+                        "postgres",
+                        "--",
+                        "/usr/lib/postgresql/15/bin/pg_ctl",
+                        action,
+                        "-m",
+                        mode,
+                        "-D",
+                    ])
+                    .arg(e.path().join("pgdata"))
+                    .output()
+                    .expect("pg_ctl");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                return;
+            }
+        }
+        panic!("no running server on port {port}");
+    }
 }
