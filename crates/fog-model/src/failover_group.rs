@@ -521,10 +521,29 @@ mod tests {
             (body(RW, r#""readOnlyEndpoint":{"failoverPolicy":"Maybe"},"#, REG, &p), "InvalidParameterValue"),
             (body(RW, r#""secondaryType":"Warm","#, REG, &p), "InvalidParameterValue"),
         ];
+        // Verbatim from the REST reference's error catalogue.
+        let messages: &[(&str, &str)] = &[
+            ("InstanceFailoverGroupCreateOrUpdateRequestInvalid", "The create or update instance failover group request body is empty or invalid."),
+            ("InstanceFailoverGroupCreateOrUpdateRequestInvalidReadWriteEndpoint", "The readWriteEndpoint field is required for create or update requests."),
+            ("InstanceFailoverGroupCreateOrUpdateRequestInvalidReadWriteFailoverPolicy", "The failoverPolicy field for the read-write endpoint is required for create or update requests."),
+            ("InstanceFailoverGroupCreateOrUpdateRequestNegativeGracePeriodValues", "Grace period value for the read-write endpoint must be non-negative."),
+            ("InstanceFailoverGroupCreateOrUpdateRequestLessThanMinimumGracePeriodValues", "Grace period value for the instance failover group must be greater than or equal to the '60' minutes minimum grace period"),
+            ("InstanceFailoverGroupCreateOrUpdateRequestInvalidReadWriteEndpointFields", "The property failoverWithDataLossGracePeriodMinutes must be provided when failover policy Automatic is selected for the read-write endpoint."),
+            ("InstanceFailoverGroupCreateOrUpdateRequestInvalidReadWriteEndpointFieldsForManualPolicy", "Grace period value should not be provided when failover policy Manual is selected for the read-write endpoint."),
+            ("InstanceFailoverGroupCreateOrUpdateRequestUnsupportedPartnerCount", "Only one partner region is supported."),
+            ("InstanceFailoverGroupCreateOrUpdateRequestUnsupportedPairCount", "Only one managed instance pair is supported."),
+            ("InstanceFailoverGroupCreateOrUpdateRequestInvalidPrimary", "The given primary field in create or update instance failover group request body is empty or invalid."),
+            ("InstanceFailoverGroupCreateOrUpdateRequestInvalidPartner", "The given partners field in create or update instance failover group request body is empty or invalid."),
+            ("InstanceFailoverGroupCreateOrUpdateRequestDuplicatePartner", "One or more of the provided partner servers are already part of the instance failover group. Please make sure the primary server and all of the given partner servers are unique."),
+            ("InstanceFailoverGroupCreateOrUpdateRequestInvalidManagedInstanceRegion", "The provided partner managed instance region in the instance failover group request body is empty or invalid."),
+        ];
         for (json, code) in cases {
             let e = check(&json).expect_err(&json);
             assert_eq!(e.code, code, "{json}");
             assert_eq!(e.status, 400, "{json}");
+            if let Some((_, m)) = messages.iter().find(|(c, _)| *c == code) {
+                assert_eq!(e.message, *m, "{code}");
+            }
         }
         let e = check(&body(r#""readWriteEndpoint":{"failoverPolicy":"Automatic","failoverWithDataLossGracePeriodMinutes":5},"#, "", REG, &pair(P, S))).unwrap_err();
         assert!(e.message.contains("'60' minutes minimum"), "{}", e.message);

@@ -57,6 +57,16 @@ async fn failover(f: &Fogd, rg: &str, loc: &str, action: &str) -> (Reply, Value)
     (r, done)
 }
 
+fn lsn(text: &str) -> u64 {
+    let (hi, lo) = text.split_once('/').unwrap_or(("0", "0"));
+    (u64::from_str_radix(hi, 16).unwrap_or(0) << 32) | u64::from_str_radix(lo, 16).unwrap_or(0)
+}
+
+async fn lsn_of(c: &tokio_postgres::Client, q: &str) -> u64 {
+    let text: String = c.query_one(q, &[]).await.expect("lsn").get(0);
+    lsn(&text)
+}
+
 async fn detach(standby: &Value) -> String {
     let c = direct(standby).await;
     let original: String = c
@@ -274,10 +284,12 @@ async fn planned_and_forced_failover() {
         "b caught up after re-attaching"
     );
     detach(&b).await;
+    let b_has = lsn_of(&direct(&b).await, "SELECT pg_last_wal_replay_lsn()::text").await;
     let rw = via(&g, "readWrite").await;
     rw.batch_execute("INSERT INTO t SELECT generate_series(1000, 1999)")
         .await
         .expect("writes b never sees");
+    let a_had = lsn_of(&rw, "SELECT pg_current_wal_lsn()::text").await;
     let (r, done) = failover(&f, "rg-west", "westus", "forceFailoverAllowDataLoss").await;
     assert_eq!(done["status"], "Succeeded", "{done}\n{}", f.log());
     let result = f
@@ -291,7 +303,19 @@ async fn planned_and_forced_failover() {
         report["dataLoss"]["bytes"].as_u64().unwrap_or(0) > 0,
         "{report}"
     );
-    assert!(report["dataLoss"]["fromLsn"].is_string() && report["dataLoss"]["toLsn"].is_string());
+    // The reported range starts where the secondary's history ends and covers all the WAL
+    // the old primary wrote after it.
+    let from = lsn(report["dataLoss"]["fromLsn"].as_str().unwrap_or(""));
+    let to = lsn(report["dataLoss"]["toLsn"].as_str().unwrap_or(""));
+    assert_eq!(
+        from, b_has,
+        "loss starts at the secondary's last replayed LSN: {report}"
+    );
+    assert!(
+        to >= a_had,
+        "loss covers the old primary's writes: {report}"
+    );
+    assert_eq!(report["dataLoss"]["bytes"].as_u64(), Some(to - from));
     assert_eq!(reached(&g, "readWrite").await, (port_of(&b), false));
     let rw = via(&g, "readWrite").await;
     assert_eq!(

@@ -234,4 +234,33 @@ async fn group_create_survives_a_crash_at_every_step() {
         f.poll(&status_url, Duration::from_secs(90)).await["status"],
         "Succeeded"
     );
+
+    // An instance busy with its own operation cannot join a group.
+    let (a, b) = pair(&f, "-inst").await;
+    f.terminate();
+    f.launch(&[("FOGD_FAILPOINTS", "update_instance.apply=pause")])
+        .await;
+    let patch = f
+        .send(
+            Method::PATCH,
+            &format!("{}?{API}", f.mi_path("rg", "b-inst")),
+            Some(r#"{"tags":{"busy":"yes"}}"#),
+        )
+        .await;
+    assert_eq!(patch.status, StatusCode::ACCEPTED);
+    let r = f
+        .send(
+            Method::PUT,
+            &path(&f, "eastus", "fog-inst"),
+            Some(&group_body(&a, &b, json!({}))),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "ConflictingServerOperation")
+    );
+    assert_eq!(
+        r.body["error"]["message"],
+        "An operation is currently in progress for the server."
+    );
 }
