@@ -22,6 +22,7 @@ impl Orchestrator {
     async fn run(&self, op_id: &str) -> Result<(), StoreError> {
         let store = self.store.as_ref();
         let mut first = true;
+        let mut finish_conflicts = 0u32;
         loop {
             let Some(current) = catalog::operation(store, op_id).await? else {
                 return Ok(());
@@ -68,9 +69,20 @@ impl Orchestrator {
                         }
                         // The resource moved under us (it cannot while we own it, unless a
                         // second runner raced): re-read and try the step again.
-                        Err(StoreError::Conflict { key }) => {
+                        Err(StoreError::Conflict { key }) if finish_conflicts < 50 => {
+                            finish_conflicts += 1;
                             tracing::warn!(operation = op_id, key, "finish conflicted; re-reading");
                             tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(StoreError::Conflict { key }) => {
+                            // Something keeps changing what this operation must publish;
+                            // leave it resumable rather than spin.
+                            tracing::error!(
+                                operation = op_id,
+                                key,
+                                "finish keeps conflicting; giving up until restart"
+                            );
+                            return Ok(());
                         }
                         Err(e) => return Err(e),
                     }

@@ -153,8 +153,10 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
         }
         (Action::UpdateInstance { target, .. }, "update_instance.finish") => {
             let mut rec = (**target).clone();
+            // Fields others may have changed since the request was accepted stay as they are.
             rec.endpoint = inst.value.endpoint.clone();
             rec.generation = inst.value.generation;
+            rec.failover_group = inst.value.failover_group.clone();
             rec.active_operation = None;
             rec.provisioning_state = ProvisioningState::Succeeded;
             return Ok(Outcome::Finished(vec![put(
