@@ -683,9 +683,22 @@ impl InstanceAgent for LocalAgent {
         if !seeded {
             let staging = spec.dir.join("pgdata.seeding");
             Self::remove_dir(&staging)?;
-            self.basebackup(spec, &staging, source, progress).await?;
+            // The server's own data is about to be replaced, so it is stopped while the copy
+            // runs rather than after it. If the copy fails it is started again.
+            let (copied, stopped) = tokio::join!(
+                self.basebackup(spec, &staging, source, progress),
+                self.stop(spec, gen)
+            );
+            if let Err(e) = copied {
+                if stopped.is_ok() && spec.pgdata().join("PG_VERSION").exists() {
+                    if let Err(restart) = self.ensure_running(spec, gen).await {
+                        tracing::warn!(uid = %spec.uid, error = %restart, "restarting after a failed seed failed");
+                    }
+                }
+                return Err(e);
+            }
+            stopped?;
             // Swap the data directories only once the copy is complete.
-            self.stop(spec, gen).await?;
             let old = spec.dir.join("pgdata.old");
             Self::remove_dir(&old)?;
             if spec.pgdata().exists() {
