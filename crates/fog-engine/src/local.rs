@@ -30,6 +30,9 @@ max_replication_slots = 10
 wal_keep_size = '256MB'
 max_slot_wal_keep_size = '2GB'
 synchronous_commit = local
+# Base backups and rewinds are already fsynced: sync the file system once at start-up
+# instead of every file of the data directory.
+recovery_init_sync_method = syncfs
 wal_retrieve_retry_interval = '1s'
 wal_receiver_status_interval = '1s'
 
@@ -461,7 +464,8 @@ impl InstanceAgent for LocalAgent {
                 .arg(spec.pgdata())
                 .arg("-l")
                 .arg(spec.log_file())
-                .args(["-w", "-t", "60", "-o"])
+                // -W: fogd waits itself, polling every 10 ms (pg_ctl -w polls every 100 ms).
+                .args(["-W", "-o"])
                 .arg(format!(
                     "-p {} -c listen_addresses={} -c unix_socket_directories=''",
                     spec.port,
@@ -470,8 +474,11 @@ impl InstanceAgent for LocalAgent {
             // pg_ctl leaves the postmaster running in its own session; it outlives fogd.
             self.run(cmd, "pg_ctl start").await?;
         }
-        // Ready means it answers SQL, not just that the postmaster exists.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        // Ready means it answers SQL, not just that the postmaster exists. A standby may
+        // replay for a while before it accepts connections; a postmaster that died (bad
+        // port, bad data) is reported with the end of its log.
+        let started = tokio::time::Instant::now();
+        let mut checked = started;
         loop {
             match sql::connect(spec, "postgres").await {
                 Ok(c) => {
@@ -480,8 +487,22 @@ impl InstanceAgent for LocalAgent {
                         .map_err(|e| sql::err(spec, e))?;
                     return Ok(());
                 }
-                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) if started.elapsed() >= Duration::from_secs(120) => return Err(e),
+                Err(e) => {
+                    if checked.elapsed() >= Duration::from_millis(500) {
+                        checked = tokio::time::Instant::now();
+                        if !self.is_running(spec).await? {
+                            let log = std::fs::read_to_string(spec.log_file()).unwrap_or_default();
+                            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                            return Err(EngineError::Tool {
+                                tool: "postgres".into(),
+                                status: format!("not running ({e})"),
+                                output: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+                            });
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
         }
     }
@@ -708,9 +729,10 @@ impl InstanceAgent for LocalAgent {
             std::fs::rename(&staging, spec.pgdata())
                 .map_err(io("install the seeded data directory"))?;
             std::fs::write(&marker, &source.slot).map_err(io("write seeded-from marker"))?;
-            Self::remove_dir(&old)?;
         }
-        self.ensure_running(spec, gen).await
+        self.ensure_running(spec, gen).await?;
+        // The replaced data directory goes after the standby is up (off the critical path).
+        Self::remove_dir(&spec.dir.join("pgdata.old"))
     }
 
     async fn promote(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {

@@ -213,19 +213,27 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
                 .map_err(store_err)?
                 .ok_or_else(|| ArmError::internal("the instance's credentials are missing"))?;
             let verifier = fog_engine::scram_verifier(&spec.superuser_password);
-            // Connect with whichever password the server has now (the old one, unless an
-            // earlier run of this step already aligned it).
+            // Connect with whichever password the server has now: the old one, unless an
+            // earlier run of this step already aligned it.
+            let old = ServerSpec {
+                superuser_password: secret
+                    .previous_superuser_password
+                    .clone()
+                    .unwrap_or_default(),
+                ..spec.clone()
+            };
+            let (first, second) = if secret.previous_superuser_password.is_some() {
+                (&old, &spec)
+            } else {
+                (&spec, &old)
+            };
             if agent
-                .ensure_login(&spec, SUPERUSER, &verifier)
+                .ensure_login(first, SUPERUSER, &verifier)
                 .await
                 .is_err()
             {
-                let old = ServerSpec {
-                    superuser_password: secret.previous_superuser_password.unwrap_or_default(),
-                    ..spec.clone()
-                };
                 agent
-                    .ensure_login(&old, SUPERUSER, &verifier)
+                    .ensure_login(second, SUPERUSER, &verifier)
                     .await
                     .map_err(engine(step))?;
             }
