@@ -1,0 +1,2091 @@
+//! # Failover: write-unavailability window, fogd vs. a bare PostgreSQL switchover
+//!
+//! What a client writing through a failover group's read-write listener sees during a
+//! planned failover, compared with the floor on the same machine in the same run: a
+//! textbook manual switchover of two PostgreSQL servers with the same settings, written to
+//! directly. Also the time a forced failover takes until writes work again.
+//!
+//! Set-up (not timed), all through fogd's HTTPS API on a fresh data directory:
+//!
+//! - instances `a` (eastus) and `b` (westus, DNS-zone partner of `a`), database `bench`
+//!   on `a` with table `w`, and group `bench-fo` (Manual policy) pairing them;
+//! - instances `c` (eastus) and `d` (westus), **not** in a group, database `bench` with
+//!   table `w` on `c`. This program makes `d` a streaming standby of `c` by hand: it stops
+//!   `d`'s server, replaces its data directory with `pg_basebackup -R -X stream -c fast`
+//!   from `c` (as the administrator login), and starts it with the same `pg_ctl -o` options
+//!   fogd uses. fogd never touches a running server's replication settings, so it leaves
+//!   the pair alone.
+//!
+//! Two writers run for the whole measurement, each committing single-row INSERTs
+//! (`INSERT … RETURNING inet_server_port()`, so each commit says which server took it) and
+//! recording the completion time of every successful commit:
+//!
+//! - the **fogd writer** connects to the group's read-write listener; on any error it drops
+//!   the connection and reconnects at once (the listener holds a new connection during a
+//!   switch and then forwards it to the new primary);
+//! - the **bare writer** connects directly to `c` or `d`; on any error it drops the
+//!   connection and tries the server it used last, then the other one, and keeps the first
+//!   that accepts the INSERT (2 ms pause after a round in which neither did).
+//!
+//! Measured, alternating which goes first in each round and which way each goes:
+//!
+//! 1. **fogd planned failover**: `POST …/locations/{secondary's location}/
+//!    instanceFailoverGroups/bench-fo/failover`, then polling the `Azure-AsyncOperation`
+//!    status every 20 ms until `Succeeded`.
+//! 2. **bare switchover** (field notes §1.5): `pg_ctl stop -m fast` on the primary,
+//!    `pg_controldata` (must say `shut down`; its latest checkpoint location), poll the
+//!    standby every 5 ms on an open connection until `pg_last_wal_replay_lsn()` is past it,
+//!    `SELECT pg_promote(wait => false)` and poll `pg_is_in_recovery()` every 5 ms,
+//!    `CHECKPOINT`, then re-attach the old primary (`standby.signal`, `primary_conninfo` in
+//!    its `postgresql.auto.conf`, `pg_ctl start`). PostgreSQL tools run with the
+//!    `postgres` user's uid/gid set directly, as fogd's agent does.
+//!
+//! For each switch the **window** is the largest gap between consecutive successful commits
+//! of that switch's writer within [request − 0.1 s, completion + 1 s] (the end clamped to
+//! the next switch request of the same writer). After each switch the program waits until
+//! the old primary streams from the new one, until its writer committed on the new
+//! primary, and 300 ms more.
+//!
+//! 3. **fogd forced failover** (`…/forceFailoverAllowDataLoss`, alternating direction):
+//!    the time from the request to the fogd writer's first commit on the new primary.
+//!
+//! Where the time goes is read from the servers' logs (`postgres.log`, ms timestamps) and
+//! fogd's log (`RUST_LOG=info`): fence, fast shutdown requested / done, promote requested,
+//! ready for read-write connections, writes routed.
+//!
+//! fogd is stopped with SIGTERM at the end (it stops every server, `c` and `d` included),
+//! also on error or Ctrl-C. The figures go to `BENCHMARKS.md` at the workspace root,
+//! between `<!-- failover:start -->` and `<!-- failover:end -->`; the rest of that file is
+//! kept.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Parser;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const API: &str = "api-version=2025-01-01";
+const ADMIN: &str = "fogadmin";
+const PASSWORD: &str = "Bench-Passw0rd-123";
+const RG_EAST: &str = "rg-bench-east";
+const RG_WEST: &str = "rg-bench-west";
+const EAST: &str = "eastus";
+const WEST: &str = "westus";
+const DATABASE: &str = "bench";
+const GROUP: &str = "bench-fo";
+const START_MARKER: &str = "<!-- failover:start -->";
+const END_MARKER: &str = "<!-- failover:end -->";
+/// The issue's targets: planned window median below this many seconds ...
+const TARGET_WINDOW_S: f64 = 1.0;
+/// ... and at most this many times the bare switchover's.
+const TARGET_RATIO: f64 = 2.0;
+/// How often the fogd operation status is polled while timing.
+const POLL: Duration = Duration::from_millis(20);
+/// How often the bare switchover polls the standby (replay position, recovery state).
+const BARE_POLL: Duration = Duration::from_millis(5);
+/// The window looks this far before the request ...
+const BEFORE: f64 = 0.1;
+/// ... and this far after the completion.
+const AFTER: f64 = 1.0;
+/// Pause between switches (after the writer wrote on the new primary).
+const PAUSE: Duration = Duration::from_millis(300);
+/// Longest any single operation may take before the benchmark gives up.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Measures fogd's planned-failover write window against a bare PostgreSQL switchover, and
+/// fogd's forced failover until the first write.
+#[derive(Parser, Debug)]
+#[command(name = "failover")]
+struct Args {
+    /// Planned failovers (and as many bare switchovers), alternating direction.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Forced failovers, alternating direction, after the planned ones.
+    #[arg(long, default_value_t = 5)]
+    forced_runs: usize,
+    /// The fogd binary; a relative path is taken from the workspace root.
+    #[arg(long, default_value = "target/release/fogd")]
+    fogd: PathBuf,
+    /// PostgreSQL 15 binaries (pg_ctl, pg_controldata, pg_basebackup).
+    #[arg(long, default_value = "/usr/lib/postgresql/15/bin")]
+    pg_bin_dir: PathBuf,
+    /// OS user that runs PostgreSQL tools when this runs as root.
+    #[arg(long, default_value = "postgres")]
+    pg_os_user: String,
+    /// Where the figures go; a relative path is taken from the workspace root.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    output: PathBuf,
+    /// Print the figures only; leave the output file alone.
+    #[arg(long)]
+    no_write: bool,
+    /// Keep the temporary directory (fogd's log, data directory, server logs).
+    #[arg(long)]
+    keep: bool,
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+fn from_root(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        workspace_root().join(p)
+    }
+}
+
+/// The OS user PostgreSQL tools run as: `Some((name, uid, gid))` when we are root.
+type PgUser = Option<(String, u32, u32)>;
+
+fn pg_user(name: &str) -> Result<PgUser> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let user = nix::unistd::User::from_name(name)
+        .with_context(|| format!("look up OS user {name}"))?
+        .ok_or_else(|| anyhow!("running as root, but OS user '{name}' does not exist"))?;
+    Ok(Some((
+        name.to_string(),
+        user.uid.as_raw(),
+        user.gid.as_raw(),
+    )))
+}
+
+/// Runs PostgreSQL tools as fogd's agent does: the PostgreSQL OS user's uid/gid set on the
+/// process directly (no `runuser`), node-local environment removed.
+#[derive(Clone)]
+struct Tools {
+    bin_dir: PathBuf,
+    user: PgUser,
+    cwd: PathBuf,
+}
+
+impl Tools {
+    fn cmd(&self, tool: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(self.bin_dir.join(tool));
+        cmd.current_dir(&self.cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("LC_ALL", "C.UTF-8")
+            .env_remove("PGDATA")
+            .env_remove("PGHOST")
+            .env_remove("PGPORT")
+            .env_remove("PGUSER");
+        if let Some((_, uid, gid)) = &self.user {
+            cmd.uid(*uid).gid(*gid).env("HOME", &self.cwd);
+        }
+        cmd
+    }
+
+    async fn run(&self, mut cmd: tokio::process::Command, what: &str) -> Result<String> {
+        let out = cmd.output().await.with_context(|| format!("run {what}"))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            bail!("{what} failed ({}): {}", out.status, text.trim());
+        }
+        Ok(text)
+    }
+
+    /// Gives a file or directory to the PostgreSQL OS user.
+    fn own(&self, path: &Path, mode: u32) -> Result<()> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {}", path.display()))?;
+        if let Some((_, uid, gid)) = &self.user {
+            std::os::unix::fs::chown(path, Some(*uid), Some(*gid))
+                .with_context(|| format!("chown {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// An HTTP answer: status, headers and JSON body (`Null` when empty).
+struct Reply {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+}
+
+/// One running `fogd serve`; dropping it stops fogd (SIGTERM) and, as a safety net, any
+/// PostgreSQL server still running in its data directory.
+struct Fogd {
+    child: Option<Child>,
+    data: PathBuf,
+    log: PathBuf,
+    pg_bin_dir: PathBuf,
+    user: PgUser,
+    url: String,
+    token: String,
+    sub: String,
+    client: reqwest::Client,
+}
+
+impl Fogd {
+    async fn start(bin: &Path, root: &Path, pg_bin_dir: &Path, user: &PgUser) -> Result<Self> {
+        let data = root.join("data");
+        let log = root.join("fogd.log");
+        let log_file = std::fs::File::create(&log).context("create fogd log")?;
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .arg("--pg-bin-dir")
+            .arg(pg_bin_dir)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().context("fogd log")?)
+            .stderr(log_file)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env_remove("FOGD_FAILPOINTS");
+        if let Some((name, _, _)) = user {
+            cmd.arg("--pg-os-user").arg(name);
+        }
+        let child = cmd.spawn().with_context(|| {
+            format!(
+                "start {} (build it: cargo build --release -p fogd)",
+                bin.display()
+            )
+        })?;
+        let mut f = Fogd {
+            child: Some(child),
+            data,
+            log,
+            pg_bin_dir: pg_bin_dir.to_path_buf(),
+            user: user.clone(),
+            url: String::new(),
+            token: String::new(),
+            sub: String::new(),
+            client: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(u) = std::fs::read_to_string(f.data.join("api-url")) {
+                if !u.trim().is_empty() {
+                    f.url = u.trim().to_string();
+                    break;
+                }
+            }
+            if let Some(c) = f.child.as_mut() {
+                if let Some(status) = c.try_wait().context("wait for fogd")? {
+                    f.child = None;
+                    bail!(
+                        "fogd exited during start-up ({status}); log:\n{}",
+                        f.log_tail(40)
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "fogd did not write api-url within 60 s; log:\n{}",
+                    f.log_tail(40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let read = |name: &str| -> Result<String> {
+            Ok(std::fs::read_to_string(f.data.join(name))
+                .with_context(|| format!("read {name}"))?
+                .trim()
+                .to_string())
+        };
+        f.token = read("admin-token")?;
+        f.sub = read("subscription-id")?;
+        let ca = std::fs::read(f.data.join("ca.pem")).context("read ca.pem")?;
+        let ca = reqwest::Certificate::from_pem(&ca).context("parse ca.pem")?;
+        f.client = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .build()
+            .context("HTTPS client")?;
+        Ok(f)
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn rg_path(&self, rg: &str) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{rg}/providers/Microsoft.Sql",
+            self.sub
+        )
+    }
+
+    fn instance_path(&self, rg: &str, name: &str) -> String {
+        format!("{}/managedInstances/{name}?{API}", self.rg_path(rg))
+    }
+
+    fn group_path(&self, rg: &str, location: &str) -> String {
+        format!(
+            "{}/locations/{location}/instanceFailoverGroups/{GROUP}",
+            self.rg_path(rg)
+        )
+    }
+
+    /// Sends a request to a path (or to an absolute URL fogd handed out).
+    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply> {
+        let url = if path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{}", self.url, path)
+        };
+        let mut req = self
+            .client
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {url}"))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.context("read response body")?;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{method} {url}: non-JSON body {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })?
+        };
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        let r = self.send(Method::GET, path, None).await?;
+        if r.status != StatusCode::OK {
+            bail!("GET {path}: {} {}", r.status, r.body);
+        }
+        Ok(r.body)
+    }
+
+    /// Polls an `Azure-AsyncOperation` URL every `every` until the operation succeeded.
+    async fn wait(&self, status_url: &str, what: &str, every: Duration) -> Result<()> {
+        let deadline = Instant::now() + OPERATION_TIMEOUT;
+        loop {
+            let s = self.get(status_url).await?;
+            match s["status"].as_str() {
+                Some("InProgress") => {}
+                Some("Succeeded") => return Ok(()),
+                _ => bail!(
+                    "{what} did not succeed: {s}; fogd log:\n{}",
+                    self.log_tail(30)
+                ),
+            }
+            if Instant::now() > deadline {
+                bail!("{what} did not finish in {OPERATION_TIMEOUT:?}");
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// Sends a request and, when it starts an operation, waits until it succeeded.
+    async fn complete(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<()> {
+        let r = self.send(method, path, body).await?;
+        if !r.status.is_success() {
+            bail!("{what}: {} {}", r.status, r.body);
+        }
+        match r.header("azure-asyncoperation") {
+            Some(url) => self.wait(&url, what, Duration::from_millis(50)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Creates an instance (and waits for it); returns its GET view.
+    async fn create_instance(
+        &self,
+        rg: &str,
+        name: &str,
+        location: &str,
+        partner: Option<&Value>,
+    ) -> Result<Value> {
+        let mut body = json!({
+            "location": location,
+            "sku": {"name": "GP_Gen5", "tier": "GeneralPurpose"},
+            "properties": {"administratorLogin": ADMIN, "administratorLoginPassword": PASSWORD,
+                           "vCores": 4, "storageSizeInGB": 64}
+        });
+        if let Some(p) = partner {
+            body["properties"]["dnsZonePartner"] = p.clone();
+        }
+        let path = self.instance_path(rg, name);
+        self.complete(
+            Method::PUT,
+            &path,
+            Some(&body),
+            &format!("create instance {name}"),
+        )
+        .await?;
+        self.get(&path).await
+    }
+
+    /// Creates database `bench` on an instance and table `w` in it.
+    async fn create_database(&self, rg: &str, instance: &str, view: &Value) -> Result<()> {
+        self.complete(
+            Method::PUT,
+            &format!(
+                "{}/managedInstances/{instance}/databases/{DATABASE}?{API}",
+                self.rg_path(rg)
+            ),
+            Some(&json!({})),
+            &format!("create database {DATABASE} on {instance}"),
+        )
+        .await?;
+        let c = connect(&endpoint(view)?, DATABASE, Duration::from_secs(10)).await?;
+        c.batch_execute(
+            "CREATE TABLE w(id bigint NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())",
+        )
+        .await
+        .with_context(|| format!("create table on {instance}"))
+    }
+
+    fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("fogd did not stop within 60 s of SIGTERM; killing it");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Fogd {
+    fn drop(&mut self) {
+        self.terminate();
+        // Safety net: no PostgreSQL server of this run outlives it.
+        let Ok(entries) = std::fs::read_dir(self.data.join("instances")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let pgdata = e.path().join("pgdata");
+            if !pgdata.join("postmaster.pid").exists() {
+                continue;
+            }
+            let pg_ctl = self.pg_bin_dir.join("pg_ctl");
+            let mut cmd = match &self.user {
+                Some((name, _, _)) => {
+                    let mut c = std::process::Command::new("runuser");
+                    c.args(["-u", name, "--"]).arg(&pg_ctl);
+                    c
+                }
+                None => std::process::Command::new(&pg_ctl),
+            };
+            let _ = cmd
+                .args(["stop", "-m", "immediate", "-D"])
+                .arg(&pgdata)
+                .current_dir("/")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// `host:port` of a server or listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Addr {
+    host: String,
+    port: u16,
+}
+
+fn addr_at(v: &Value, what: &str) -> Result<Addr> {
+    let host = v["host"]
+        .as_str()
+        .ok_or_else(|| anyhow!("{what} without host: {v}"))?;
+    let port = v["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| anyhow!("{what} without port: {v}"))?;
+    Ok(Addr {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// Where a client reaches an instance's PostgreSQL server.
+fn endpoint(view: &Value) -> Result<Addr> {
+    addr_at(&view["properties"]["postgresEndpoint"], "postgresEndpoint")
+}
+
+/// Connects as the administrator.
+async fn connect(a: &Addr, db: &str, timeout: Duration) -> Result<tokio_postgres::Client> {
+    let (c, conn) = tokio_postgres::Config::new()
+        .host(&a.host)
+        .port(a.port)
+        .user(ADMIN)
+        .password(PASSWORD)
+        .dbname(db)
+        .connect_timeout(timeout)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connect to {}:{}", a.host, a.port))?;
+    tokio::spawn(conn);
+    Ok(c)
+}
+
+/// Seconds since the start of the benchmark (monotonic), convertible to wall time for
+/// comparing with log timestamps.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    base: Instant,
+    epoch: f64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        Clock {
+            base: Instant::now(),
+            epoch,
+        }
+    }
+
+    fn now(&self) -> f64 {
+        self.base.elapsed().as_secs_f64()
+    }
+
+    /// Wall-clock seconds since the epoch → benchmark seconds.
+    fn at_wall(&self, wall: f64) -> f64 {
+        wall - self.epoch
+    }
+}
+
+/// One acknowledged commit: when it completed, and the port of the server that took it.
+#[derive(Debug, Clone, Copy)]
+struct Commit {
+    t: f64,
+    port: u16,
+}
+
+/// A writer task committing single-row INSERTs.
+struct Writer {
+    commits: Arc<Mutex<Vec<Commit>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+async fn insert(c: &tokio_postgres::Client, id: i64) -> Result<u16> {
+    let msgs = c
+        .simple_query(&format!(
+            "INSERT INTO w(id) VALUES ({id}) RETURNING inet_server_port()"
+        ))
+        .await?;
+    msgs.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0),
+            _ => None,
+        })
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| anyhow!("INSERT returned no port"))
+}
+
+impl Writer {
+    /// Writes to the first of `addrs` that accepts an INSERT, keeping that connection until
+    /// an error; then tries the last good address first, then the others.
+    fn spawn(addrs: Vec<Addr>, connect_timeout: Duration, clock: Clock) -> Self {
+        let commits = Arc::new(Mutex::new(Vec::<Commit>::with_capacity(1 << 20)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (commits, stop) = (commits.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut conn: Option<tokio_postgres::Client> = None;
+                let mut prefer = 0usize;
+                let mut id = 0i64;
+                let mut errors = 0u64;
+                let record = |port: u16| {
+                    let t = clock.now();
+                    if let Ok(mut l) = commits.lock() {
+                        l.push(Commit { t, port });
+                    }
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(c) = conn.as_ref() {
+                        id += 1;
+                        match insert(c, id).await {
+                            Ok(port) => record(port),
+                            Err(_) => {
+                                errors += 1;
+                                conn = None;
+                            }
+                        }
+                        continue;
+                    }
+                    let mut ok = false;
+                    for k in 0..addrs.len() {
+                        let i = (prefer + k) % addrs.len();
+                        let Ok(c) = connect(&addrs[i], DATABASE, connect_timeout).await else {
+                            continue;
+                        };
+                        id += 1;
+                        if let Ok(port) = insert(&c, id).await {
+                            record(port);
+                            conn = Some(c);
+                            prefer = i;
+                            ok = true;
+                            break;
+                        }
+                    }
+                    if !ok {
+                        errors += 1;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+                errors
+            })
+        };
+        Writer {
+            commits,
+            stop,
+            task,
+        }
+    }
+
+    /// The first commit on the server at `port` completed after `after`.
+    fn first_on(&self, port: u16, after: f64) -> Option<f64> {
+        let l = self.commits.lock().ok()?;
+        let start = l.partition_point(|c| c.t <= after);
+        l[start..].iter().find(|c| c.port == port).map(|c| c.t)
+    }
+
+    /// Waits until the writer committed on `port` after `after`.
+    async fn wait_for(&self, port: u16, after: f64, what: &str) -> Result<f64> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(t) = self.first_on(port, after) {
+                return Ok(t);
+            }
+            if Instant::now() > deadline {
+                bail!("{what}: no commit on port {port} within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn finish(self) -> Result<(Vec<Commit>, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let errors = self.task.await.context("writer task")?;
+        let commits = self.commits.lock().map(|l| l.clone()).unwrap_or_default();
+        Ok((commits, errors))
+    }
+}
+
+/// The largest gap between consecutive commits within `[lo, hi]`: (length, from, to).
+fn largest_gap(commits: &[Commit], lo: f64, hi: f64) -> Option<(f64, f64, f64)> {
+    let a = commits.partition_point(|c| c.t < lo);
+    let b = commits.partition_point(|c| c.t <= hi);
+    commits[a..b]
+        .windows(2)
+        .map(|w| (w[1].t - w[0].t, w[0].t, w[1].t))
+        .max_by(|x, y| x.0.total_cmp(&y.0))
+}
+
+/// Median time of a fresh connection plus one INSERT (20 samples).
+async fn connect_cost(a: &Addr) -> Result<f64> {
+    let mut v = Vec::new();
+    for i in 0..20 {
+        let start = Instant::now();
+        let c = connect(a, DATABASE, Duration::from_secs(10)).await?;
+        insert(&c, -1 - i).await?;
+        v.push(start.elapsed().as_secs_f64());
+    }
+    Ok(median(v))
+}
+
+/// Polls a server until its WAL receiver streams.
+async fn wait_streaming(a: &Addr, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(c) = connect(a, "postgres", Duration::from_secs(2)).await {
+            let st = c
+                .query_opt("SELECT status FROM pg_stat_wal_receiver", &[])
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.get::<_, String>(0));
+            if st.as_deref() == Some("streaming") {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{what} is not streaming after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The server directory (`<data>/instances/<uid>`) whose running postmaster listens on
+/// `port` (line 4 of `postmaster.pid`).
+fn server_dir(data: &Path, port: u16) -> Result<PathBuf> {
+    let want = port.to_string();
+    for e in std::fs::read_dir(data.join("instances"))
+        .context("list server directories")?
+        .flatten()
+    {
+        let pid =
+            std::fs::read_to_string(e.path().join("pgdata/postmaster.pid")).unwrap_or_default();
+        if pid.lines().nth(3).map(str::trim) == Some(want.as_str()) {
+            return Ok(e.path());
+        }
+    }
+    bail!("no running server on port {port}")
+}
+
+/// A server of the bare pair: its endpoint and directory.
+#[derive(Debug, Clone)]
+struct Server {
+    name: &'static str,
+    addr: Addr,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn pgdata(&self) -> PathBuf {
+        self.dir.join("pgdata")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("postgres.log")
+    }
+}
+
+/// The bare pair: starts servers and switches them over by hand.
+struct BarePair {
+    tools: Tools,
+    servers: [Server; 2],
+    /// Index of the current primary.
+    primary: usize,
+}
+
+impl BarePair {
+    async fn pg_ctl_stop(&self, s: &Server) -> Result<()> {
+        let mut cmd = self.tools.cmd("pg_ctl");
+        cmd.arg("stop")
+            .arg("-D")
+            .arg(s.pgdata())
+            .args(["-m", "fast", "-w", "-t", "60"]);
+        self.tools
+            .run(cmd, &format!("pg_ctl stop {}", s.name))
+            .await
+            .map(|_| ())
+    }
+
+    /// Starts a server the way fogd does: node-local settings on the command line.
+    async fn pg_ctl_start(&self, s: &Server) -> Result<()> {
+        let mut cmd = self.tools.cmd("pg_ctl");
+        cmd.arg("start")
+            .arg("-D")
+            .arg(s.pgdata())
+            .arg("-l")
+            .arg(s.log())
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!(
+                "-p {} -c listen_addresses='{}' -c unix_socket_directories=''",
+                s.addr.port, s.addr.host
+            ));
+        // pg_ctl's postmaster keeps the output pipes open; do not wait for them.
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let status = cmd
+            .status()
+            .await
+            .with_context(|| format!("run pg_ctl start {}", s.name))?;
+        if !status.success() {
+            bail!(
+                "pg_ctl start {} failed ({status}); see {}",
+                s.name,
+                s.log().display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Makes `s` follow `upstream` (while `s` is stopped): `standby.signal`, and
+    /// `primary_conninfo` in `postgresql.auto.conf`.
+    fn configure_standby(&self, s: &Server, upstream: &Server) -> Result<()> {
+        let auto = s.pgdata().join("postgresql.auto.conf");
+        let text = std::fs::read_to_string(&auto).unwrap_or_default();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| {
+                let l = l.trim_start();
+                !l.starts_with("primary_conninfo") && !l.starts_with("primary_slot_name")
+            })
+            .map(str::to_string)
+            .collect();
+        lines.push(format!(
+            "primary_conninfo = 'host={} port={} user={ADMIN} password={PASSWORD} application_name=bench_{}'",
+            upstream.addr.host, upstream.addr.port, s.name
+        ));
+        std::fs::write(&auto, lines.join("\n") + "\n")
+            .with_context(|| format!("write {}", auto.display()))?;
+        self.tools.own(&auto, 0o600)?;
+        let signal = s.pgdata().join("standby.signal");
+        std::fs::write(&signal, b"").with_context(|| format!("write {}", signal.display()))?;
+        self.tools.own(&signal, 0o600)
+    }
+
+    /// Replaces the second server's data directory with a base backup of the first and
+    /// starts it as a streaming standby.
+    async fn set_up(&self) -> Result<()> {
+        let [p, s] = &self.servers;
+        self.pg_ctl_stop(s).await?;
+        let pgdata = s.pgdata();
+        std::fs::remove_dir_all(&pgdata).with_context(|| format!("remove {}", pgdata.display()))?;
+        std::fs::create_dir(&pgdata).with_context(|| format!("create {}", pgdata.display()))?;
+        self.tools.own(&pgdata, 0o700)?;
+        let mut cmd = self.tools.cmd("pg_basebackup");
+        cmd.arg("-D")
+            .arg(&pgdata)
+            .args(["-R", "-X", "stream", "-c", "fast", "-d"])
+            .arg(format!(
+                "host={} port={} user={ADMIN} application_name=bench_{}",
+                p.addr.host, p.addr.port, s.name
+            ))
+            .env("PGPASSWORD", PASSWORD);
+        self.tools.run(cmd, "pg_basebackup").await?;
+        self.configure_standby(s, p)?;
+        self.pg_ctl_start(s).await?;
+        wait_streaming(&s.addr, s.name).await
+    }
+
+    /// One textbook switchover; returns its timings (benchmark seconds).
+    async fn switchover(&mut self, clock: &Clock) -> Result<BareRun> {
+        let old = self.servers[self.primary].clone();
+        let new = self.servers[1 - self.primary].clone();
+        // Connected before the clock starts: the floor polls on an open connection.
+        let standby = connect(&new.addr, "postgres", Duration::from_secs(5)).await?;
+
+        let req = clock.now();
+        self.pg_ctl_stop(&old).await?;
+        let stopped = clock.now();
+        let mut cmd = self.tools.cmd("pg_controldata");
+        cmd.arg("-D").arg(old.pgdata());
+        let cd = self.tools.run(cmd, "pg_controldata").await?;
+        let field = |k: &str| {
+            cd.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|r| r.strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+        };
+        let state = field("Database cluster state").unwrap_or_default();
+        if state != "shut down" {
+            bail!("{} did not shut down cleanly: '{state}'", old.name);
+        }
+        let checkpoint = field("Latest checkpoint location")
+            .ok_or_else(|| anyhow!("pg_controldata without a checkpoint location"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let past: Option<bool> = standby
+                .query_one(
+                    "SELECT pg_last_wal_replay_lsn() > $1::text::pg_lsn",
+                    &[&checkpoint],
+                )
+                .await
+                .context("replay position")?
+                .get(0);
+            if past == Some(true) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not replay past {checkpoint} within 30 s", new.name);
+            }
+            tokio::time::sleep(BARE_POLL).await;
+        }
+        let caught_up = clock.now();
+        standby
+            .batch_execute("SELECT pg_promote(wait => false)")
+            .await
+            .context("pg_promote")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let recovering: bool = standby
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .context("pg_is_in_recovery")?
+                .get(0);
+            if !recovering {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not finish promotion within 30 s", new.name);
+            }
+            tokio::time::sleep(BARE_POLL).await;
+        }
+        let promoted = clock.now();
+        standby
+            .batch_execute("CHECKPOINT")
+            .await
+            .context("checkpoint")?;
+        let checkpointed = clock.now();
+        self.configure_standby(&old, &new)?;
+        self.pg_ctl_start(&old).await?;
+        let done = clock.now();
+        self.primary = 1 - self.primary;
+        Ok(BareRun {
+            old,
+            new,
+            req,
+            stopped,
+            caught_up,
+            promoted,
+            checkpointed,
+            done,
+        })
+    }
+}
+
+/// One bare switchover (benchmark seconds).
+#[derive(Debug, Clone)]
+struct BareRun {
+    old: Server,
+    new: Server,
+    req: f64,
+    stopped: f64,
+    caught_up: f64,
+    promoted: f64,
+    checkpointed: f64,
+    done: f64,
+}
+
+/// One fogd failover (benchmark seconds).
+#[derive(Debug, Clone)]
+struct FogdRun {
+    old: Server,
+    new: Server,
+    req: f64,
+    done: f64,
+    /// `properties.lastFailover.durationMs`.
+    api_ms: Option<f64>,
+    /// `lastFailover.oldPrimary` and `dataLoss.bytes` (forced).
+    old_primary: String,
+    lost_bytes: Option<u64>,
+}
+
+/// The fogd group and which member is primary.
+struct Group {
+    /// (resource group, location, server) of `a` and `b`.
+    members: [(&'static str, &'static str, Server); 2],
+    primary: usize,
+}
+
+impl Group {
+    /// Fails over to the secondary (`action`: `failover` or `forceFailoverAllowDataLoss`).
+    async fn failover(&mut self, f: &Fogd, clock: &Clock, action: &str) -> Result<FogdRun> {
+        let (rg, loc, new) = self.members[1 - self.primary].clone();
+        let old = self.members[self.primary].2.clone();
+        let base = f.group_path(rg, loc);
+        let url = format!("{base}/{action}?{API}");
+        let req = clock.now();
+        let r = f.send(Method::POST, &url, None).await?;
+        if r.status != StatusCode::ACCEPTED {
+            bail!("{action}: {} {}", r.status, r.body);
+        }
+        let status_url = r
+            .header("azure-asyncoperation")
+            .ok_or_else(|| anyhow!("{action}: no Azure-AsyncOperation header"))?;
+        f.wait(&status_url, action, POLL).await?;
+        let done = clock.now();
+        self.primary = 1 - self.primary;
+        let g = f.get(&format!("{base}?{API}")).await?;
+        let last = &g["properties"]["lastFailover"];
+        Ok(FogdRun {
+            old,
+            new,
+            req,
+            done,
+            api_ms: last["durationMs"].as_f64(),
+            old_primary: last["oldPrimary"].as_str().unwrap_or("?").to_string(),
+            lost_bytes: last["dataLoss"]["bytes"].as_u64(),
+        })
+    }
+}
+
+/// Days since 1970-01-01 of a civil date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DD?HH:MM:SS` + fraction digits → seconds since the epoch (UTC).
+fn civil_secs(ts: &str, frac: &str) -> Option<f64> {
+    let n = |r: std::ops::Range<usize>| ts.get(r).and_then(|x| x.parse::<i64>().ok());
+    let days = days_from_civil(n(0..4)?, n(5..7)?, n(8..10)?);
+    let secs = days * 86_400 + n(11..13)? * 3600 + n(14..16)? * 60 + n(17..19)?;
+    let frac = if frac.is_empty() {
+        0.0
+    } else {
+        frac.parse::<f64>().ok()? / 10f64.powi(i32::try_from(frac.len()).ok()?)
+    };
+    Some(secs as f64 + frac)
+}
+
+/// A PostgreSQL log line's time (fogd's `log_line_prefix` starts with `%m`; UTC only).
+fn pg_log_time(line: &str) -> Option<f64> {
+    if !line.get(23..)?.starts_with(" UTC ") {
+        return None;
+    }
+    civil_secs(line.get(..19)?, line.get(20..23)?)
+}
+
+/// `line` without ANSI colour sequences (`ESC [ … letter`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A fogd (tracing) log line's time: `2026-01-01T12:00:00.123456Z …`.
+fn fogd_log_time(line: &str) -> Option<f64> {
+    let line = strip_ansi(line);
+    let end = line.find('Z')?;
+    let ts = line.get(..end)?;
+    let frac = ts.get(20..).unwrap_or("");
+    civil_secs(ts.get(..19)?, frac)
+}
+
+/// Log lines of a file with their times (benchmark seconds).
+struct Log(Vec<(f64, String)>);
+
+impl Log {
+    fn read(path: &Path, clock: &Clock, time: fn(&str) -> Option<f64>) -> Self {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        Log(text
+            .lines()
+            .filter_map(|l| time(l).map(|t| (clock.at_wall(t), l.to_string())))
+            .collect())
+    }
+
+    /// When the first line containing `needle` at or after `since` (−1 ms: PostgreSQL logs
+    /// whole milliseconds) was logged.
+    fn first(&self, needle: &str, since: f64) -> Option<f64> {
+        self.first_all(&[needle], since)
+    }
+
+    /// Like [`Log::first`], for a line containing all of `needles`.
+    fn first_all(&self, needles: &[&str], since: f64) -> Option<f64> {
+        self.0
+            .iter()
+            .find(|(t, l)| *t >= since - 0.001 && needles.iter().all(|n| l.contains(n)))
+            .map(|(t, _)| *t)
+    }
+}
+
+/// A switch's events, in seconds after its request (`None`: not found in the logs).
+#[derive(Debug, Clone, Default)]
+struct Events {
+    fenced: Option<f64>,
+    /// The read-write listener turned to hold (closing its sessions).
+    hold: Option<f64>,
+    gap_from: f64,
+    gap_to: f64,
+    window: f64,
+    shutdown_requested: Option<f64>,
+    shut_down: Option<f64>,
+    promote_requested: Option<f64>,
+    ready: Option<f64>,
+    /// The explicit `CHECKPOINT` after promotion completed.
+    checkpointed: Option<f64>,
+    routed: Option<f64>,
+    /// The read-write listener turned to forward to the new primary.
+    forward: Option<f64>,
+    first_new: Option<f64>,
+    complete: f64,
+}
+
+const SHUTDOWN_REQUESTED: &str = "LOG:  received fast shutdown request";
+const SHUT_DOWN: &str = "LOG:  database system is shut down";
+const PROMOTE_REQUESTED: &str = "LOG:  received promote request";
+const CHECKPOINT_REQUESTED: &str = "LOG:  checkpoint starting: immediate force wait";
+const CHECKPOINT_COMPLETE: &str = "LOG:  checkpoint complete";
+const ROUTE_CHANGED: &str = "route changed; closing connections to the old target";
+const READY: &str = "LOG:  database system is ready to accept connections";
+const FENCED: &str = "failover: fenced";
+const ROUTED: &str = "failover: writes routed to the new primary";
+
+/// The window and events of one switch.
+#[allow(clippy::too_many_arguments)]
+fn events(
+    commits: &[Commit],
+    req: f64,
+    done: f64,
+    next_req: Option<f64>,
+    old_log: &Log,
+    new_log: &Log,
+    fogd_log: Option<(&Log, &Addr)>,
+    new_port: u16,
+) -> Result<Events> {
+    let hi = next_req.map_or(done + AFTER, |n| n.min(done + AFTER));
+    let (window, from, to) = largest_gap(commits, req - BEFORE, hi)
+        .ok_or_else(|| anyhow!("no commits around the switch at {req:.3} s"))?;
+    let rel = |t: Option<f64>| t.map(|t| t - req);
+    let start = commits.partition_point(|c| c.t <= req);
+    let ready = new_log.first(READY, req);
+    let checkpointed = ready
+        .and_then(|t| new_log.first(CHECKPOINT_REQUESTED, t))
+        .and_then(|t| new_log.first(CHECKPOINT_COMPLETE, t));
+    let routed = fogd_log.and_then(|(l, _)| l.first(ROUTED, req));
+    // The read-write listener's route changes: `addr=<listener> … new=Route { target: …`.
+    let listener = |target: &str, since: Option<f64>| {
+        let (l, rw) = fogd_log?;
+        let addr = format!("addr={}:{} ", rw.host, rw.port);
+        let new = format!("new=Route {{ target: {target}");
+        l.first_all(&[ROUTE_CHANGED, &addr, &new], since?)
+    };
+    Ok(Events {
+        fenced: rel(fogd_log.and_then(|(l, _)| l.first(FENCED, req))),
+        hold: rel(listener("Pause", Some(req))),
+        gap_from: from - req,
+        gap_to: to - req,
+        window,
+        shutdown_requested: rel(old_log.first(SHUTDOWN_REQUESTED, req)),
+        shut_down: rel(old_log.first(SHUT_DOWN, req)),
+        promote_requested: rel(new_log.first(PROMOTE_REQUESTED, req)),
+        ready: rel(ready),
+        checkpointed: rel(checkpointed),
+        routed: rel(routed),
+        forward: rel(listener("Forward", routed)),
+        first_new: commits[start..]
+            .iter()
+            .find(|c| c.port == new_port)
+            .map(|c| c.t - req),
+        complete: done - req,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Nearest-rank percentile.
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = (p / 100.0 * v.len() as f64).ceil().max(1.0) as usize;
+    v[rank.min(v.len()) - 1]
+}
+
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NAN, f64::max)
+}
+
+/// Median of the known values, in ms.
+fn med_ms(v: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let v: Vec<f64> = v.flatten().collect();
+    (!v.is_empty()).then(|| median(v) * 1000.0)
+}
+
+fn ms(v: Option<f64>) -> String {
+    // `+ 0.0` turns a rounded -0 into 0.
+    v.map(|x| format!("{:.0}", x.round() + 0.0))
+        .unwrap_or_else(|| "–".into())
+}
+
+/// Median duration between two events (both known), in ms.
+fn med_between(
+    ev: &[Events],
+    a: impl Fn(&Events) -> Option<f64>,
+    b: impl Fn(&Events) -> Option<f64>,
+) -> Option<f64> {
+    med_ms(ev.iter().map(|e| Some(b(e)? - a(e)?)))
+}
+
+/// `YYYY-MM-DD HH:MM UTC` without a date library (days → civil date, H. Hinnant).
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// `nproc`, memory, CPU model and the file system holding `dir`.
+fn machine(dir: &Path) -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let fs = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && canonical.starts_with(f[1])).then(|| (f[1].len(), f[2], f[0]))
+        })
+        .max_by_key(|(len, _, _)| *len)
+        .map(|(_, ty, dev)| format!("{ty} ({dev})"))
+        .unwrap_or_else(|| "unknown".into());
+    format!(
+        "{cores} CPUs (`nproc` {cores}; {model}), {mem_gib:.1} GiB memory; data on {fs} under `{}`",
+        canonical.parent().unwrap_or(&canonical).display()
+    )
+}
+
+fn git_commit() -> String {
+    let root = workspace_root();
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(&root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match run(&["rev-parse", "--short", "HEAD"]) {
+        Some(c) => {
+            let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("`{c}` (with uncommitted changes)")
+            } else {
+                format!("`{c}`")
+            }
+        }
+        None => "unknown commit".into(),
+    }
+}
+
+/// Everything measured.
+struct Results {
+    fogd: Vec<(FogdRun, Events)>,
+    bare: Vec<(BareRun, Events)>,
+    forced: Vec<(FogdRun, Option<f64>)>,
+    fogd_commits: usize,
+    fogd_errors: u64,
+    bare_commits: usize,
+    bare_errors: u64,
+    elapsed: f64,
+    /// Median seconds for a fresh connection + one INSERT, through the read-write listener
+    /// and directly to the group's primary (steady state, writers running).
+    connect_listener: f64,
+    connect_direct: f64,
+}
+
+struct Stats {
+    median: f64,
+    p90: f64,
+    max: f64,
+}
+
+fn stats(v: &[f64]) -> Stats {
+    Stats {
+        median: median(v.to_vec()),
+        p90: percentile(v.to_vec(), 90.0),
+        max: max(v),
+    }
+}
+
+fn section(args: &Args, machine: &str, pg_version: &str, r: &Results) -> String {
+    let fw: Vec<f64> = r.fogd.iter().map(|(_, e)| e.window).collect();
+    let bw: Vec<f64> = r.bare.iter().map(|(_, e)| e.window).collect();
+    let api: Vec<f64> = r
+        .fogd
+        .iter()
+        .filter_map(|(f, _)| f.api_ms.map(|m| m / 1000.0))
+        .collect();
+    let seen: Vec<f64> = r.fogd.iter().map(|(f, _)| f.done - f.req).collect();
+    let bare_total: Vec<f64> = r.bare.iter().map(|(b, _)| b.done - b.req).collect();
+    let forced: Vec<f64> = r.forced.iter().filter_map(|(_, t)| *t).collect();
+    let forced_api: Vec<f64> = r
+        .forced
+        .iter()
+        .filter_map(|(f, _)| f.api_ms.map(|m| m / 1000.0))
+        .collect();
+    let (fs, bs) = (stats(&fw), stats(&bw));
+    let ratio = fs.median / bs.median;
+    let met_abs = fs.median < TARGET_WINDOW_S;
+    let met_ratio = ratio <= TARGET_RATIO;
+    let verdict = |m: bool| if m { "met" } else { "not met" };
+
+    let mut s = String::new();
+    let _ = writeln!(s, "{START_MARKER}");
+    let _ = writeln!(
+        s,
+        "## Failover: write-unavailability window, fogd vs. a bare PostgreSQL switchover\n"
+    );
+    let _ = writeln!(
+        s,
+        "Measured {} on commit {} with `./target/release/failover --runs {} --forced-runs {}` \
+         (`bench/src/bin/failover.rs`; how to run and what it does: `bench/FAILOVER.md`). \
+         Total run time {:.0} s.\n",
+        utc_now(),
+        git_commit(),
+        args.runs,
+        args.forced_runs,
+        r.elapsed
+    );
+    let _ = writeln!(s, "- Machine: {machine}");
+    let _ = writeln!(s, "- PostgreSQL: {pg_version}");
+    let _ = writeln!(
+        s,
+        "- One fogd (release, embedded defaults: `--listener-hold-ms` 5000), four instances: \
+         group `a`/`b` (Manual policy) and a stand-alone pair `c`/`d` that the benchmark made \
+         a streaming standby pair by hand (`pg_basebackup -R`), same server settings.\n\
+         - Two writers ran the whole time, each committing single-row INSERTs on its own \
+         connection: through the group's read-write listener ({} commits, {} failed attempts) \
+         and directly to `c`/`d`, retrying both servers on error ({} commits, {} failed \
+         attempts).\n\
+         - **Window** = largest gap between consecutive acknowledged commits of that writer in \
+         [request − {BEFORE} s, completion + {AFTER} s]. Rounds alternate which switch goes \
+         first and the direction; 300 ms pause after the writer is back and the old primary \
+         streams again.\n\
+         - **bare** = field notes §1.5 by hand: `pg_ctl stop -m fast` → `pg_controldata` → \
+         poll `pg_last_wal_replay_lsn() >` checkpoint (every {} ms, open connection) → \
+         `pg_promote(wait => false)` + poll `pg_is_in_recovery()` (every {} ms) → `CHECKPOINT` \
+         → re-attach the old primary (`standby.signal`, `primary_conninfo`, `pg_ctl start`).\n",
+        r.fogd_commits,
+        r.fogd_errors,
+        r.bare_commits,
+        r.bare_errors,
+        BARE_POLL.as_millis(),
+        BARE_POLL.as_millis(),
+    );
+    let _ = writeln!(s, "| seconds | n | median | p90 | max |");
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: |");
+    let row = |s: &mut String, what: &str, v: &[f64]| {
+        let st = stats(v);
+        let _ = writeln!(
+            s,
+            "| {what} | {} | {:.3} | {:.3} | {:.3} |",
+            v.len(),
+            st.median,
+            st.p90,
+            st.max
+        );
+    };
+    row(&mut s, "**fogd planned failover: write window**", &fw);
+    row(&mut s, "**bare switchover: write window (floor)**", &bw);
+    row(
+        &mut s,
+        "fogd planned: operation duration (`lastFailover.durationMs`)",
+        &api,
+    );
+    row(
+        &mut s,
+        "fogd planned: POST → `Succeeded` seen (20 ms polls)",
+        &seen,
+    );
+    row(
+        &mut s,
+        "bare: stop → old primary re-attached (`pg_ctl start` returned)",
+        &bare_total,
+    );
+    row(
+        &mut s,
+        "**fogd forced failover: POST → first write on the new primary**",
+        &forced,
+    );
+    row(
+        &mut s,
+        "fogd forced: operation duration (`lastFailover.durationMs`)",
+        &forced_api,
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "**Targets** (from the issue): planned window median < {TARGET_WINDOW_S} s on this \
+         machine — **{:.3} s, {}**; within {TARGET_RATIO}× of the bare floor — **{ratio:.2}× \
+         ({:.3} s vs. {:.3} s), {}**.\n",
+        fs.median,
+        verdict(met_abs),
+        fs.median,
+        bs.median,
+        verdict(met_ratio)
+    );
+
+    // Where the window goes.
+    let fe: Vec<Events> = r.fogd.iter().map(|(_, e)| e.clone()).collect();
+    let be: Vec<Events> = r.bare.iter().map(|(_, e)| e.clone()).collect();
+    let _ = writeln!(s, "### Where the window goes\n");
+    let _ = writeln!(
+        s,
+        "Events after the request, medians in ms: the writers' commits (client clock), the \
+         servers' `postgres.log` (ms timestamps) and fogd's log (`RUST_LOG=info`).\n"
+    );
+    let _ = writeln!(s, "| event (ms after the request) | fogd planned | bare |");
+    let _ = writeln!(s, "| --- | ---: | ---: |");
+    type Ev = fn(&Events) -> Option<f64>;
+    let evs: [(&str, Ev); 12] = [
+        ("fogd: `failover: fenced` (generation + 1 committed)", |e| {
+            e.fenced
+        }),
+        ("fogd: read-write listener holds (sessions closed)", |e| {
+            e.hold
+        }),
+        ("last commit before the gap", |e| Some(e.gap_from)),
+        ("old primary: `received fast shutdown request`", |e| {
+            e.shutdown_requested
+        }),
+        ("old primary: `database system is shut down`", |e| {
+            e.shut_down
+        }),
+        ("new primary: `received promote request`", |e| {
+            e.promote_requested
+        }),
+        ("new primary: `ready to accept connections`", |e| e.ready),
+        ("new primary: explicit `CHECKPOINT` complete", |e| {
+            e.checkpointed
+        }),
+        ("fogd: `writes routed to the new primary`", |e| e.routed),
+        (
+            "fogd: read-write listener forwards to the new primary",
+            |e| e.forward,
+        ),
+        ("first commit on the new primary (end of the gap)", |e| {
+            e.first_new
+        }),
+        ("operation complete", |e| Some(e.complete)),
+    ];
+    for (what, f) in evs {
+        let _ = writeln!(
+            s,
+            "| {what} | {} | {} |",
+            ms(med_ms(fe.iter().map(f))),
+            ms(med_ms(be.iter().map(f)))
+        );
+    }
+    let _ = writeln!(s);
+    let phases: [(&str, Ev, Ev); 5] = [
+        (
+            "gap start → fast shutdown requested",
+            |e| Some(e.gap_from),
+            |e| e.shutdown_requested,
+        ),
+        (
+            "fast shutdown (shutdown checkpoint)",
+            |e| e.shutdown_requested,
+            |e| e.shut_down,
+        ),
+        (
+            "shut down → promote requested",
+            |e| e.shut_down,
+            |e| e.promote_requested,
+        ),
+        (
+            "promotion (promote requested → ready)",
+            |e| e.promote_requested,
+            |e| e.ready,
+        ),
+        (
+            "ready → first commit on the new primary",
+            |e| e.ready,
+            |e| e.first_new,
+        ),
+    ];
+    let _ = writeln!(
+        s,
+        "| phase of the window (median ms) | fogd | bare | fogd − bare |"
+    );
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: |");
+    let mut worst: Option<(&str, f64)> = None;
+    for (what, a, b) in phases {
+        let f = med_between(&fe, a, b);
+        let x = med_between(&be, a, b);
+        let d = f.zip(x).map(|(f, x)| f - x);
+        if let Some(d) = d {
+            if worst.is_none_or(|(_, w)| d > w) {
+                worst = Some((what, d));
+            }
+        }
+        let _ = writeln!(s, "| {what} | {} | {} | {} |", ms(f), ms(x), ms(d));
+    }
+    let _ = writeln!(
+        s,
+        "| **window** (median of the windows) | **{:.0}** | **{:.0}** | **{:.0}** |\n",
+        fs.median * 1000.0,
+        bs.median * 1000.0,
+        (fs.median - bs.median) * 1000.0
+    );
+    let bare_ms = |f: fn(&BareRun) -> f64| med_ms(r.bare.iter().map(|(b, _)| Some(f(b) - b.req)));
+    let _ = writeln!(
+        s,
+        "Bare switchover, client side (median ms after the request, i.e. `pg_ctl stop`): \
+         `pg_ctl stop -w` returned {}, replay past the checkpoint confirmed {}, \
+         `pg_is_in_recovery()` false {}, `CHECKPOINT` done {}, old primary restarted as a \
+         standby {}.\n",
+        ms(bare_ms(|b| b.stopped)),
+        ms(bare_ms(|b| b.caught_up)),
+        ms(bare_ms(|b| b.promoted)),
+        ms(bare_ms(|b| b.checkpointed)),
+        ms(bare_ms(|b| b.done)),
+    );
+    let hold_to_gap = med_between(&fe, |e| e.hold, |e| Some(e.gap_from));
+    let gap_to_stop_f = med_between(&fe, |e| Some(e.gap_from), |e| e.shutdown_requested);
+    let shut_to_promote_f = med_between(&fe, |e| e.shut_down, |e| e.promote_requested);
+    let shut_to_promote_b = med_between(&be, |e| e.shut_down, |e| e.promote_requested);
+    let bare_stop_wait = med_ms(be.iter().zip(&r.bare).map(|(e, (b, _))| {
+        let shut = e.shut_down?;
+        Some(b.stopped - b.req - shut)
+    }));
+    // `pg_ctl stop -w` in bare: from its start (≈ the shutdown request) to its return.
+    let pgctl_b = med_ms(r.bare.iter().map(|(b, _)| Some(b.stopped - b.req)));
+    let stop_b = med_ms(be.iter().map(|e| e.shut_down));
+    let fogd_after_pgctl = med_between(&fe, |e| e.shutdown_requested, |e| e.promote_requested)
+        .zip(pgctl_b)
+        .map(|(d, p)| d - p);
+    let bare_after_pgctl = med_ms(
+        r.bare
+            .iter()
+            .map(|(b, e)| Some(e.promote_requested? - (b.stopped - b.req))),
+    );
+    let ready_to_ckpt = med_between(&fe, |e| e.ready, |e| e.checkpointed);
+    let ckpt_to_routed = med_between(&fe, |e| e.checkpointed, |e| e.routed);
+    let routed_to_forward = med_between(&fe, |e| e.routed, |e| e.forward);
+    let forward_to_first = med_between(&fe, |e| e.forward, |e| e.first_new);
+    let ready_to_first_f = med_between(&fe, |e| e.ready, |e| e.first_new);
+    let ready_to_first_b = med_between(&be, |e| e.ready, |e| e.first_new);
+    let _ = writeln!(
+        s,
+        "Largest difference: **{}** ({} ms more in fogd). What fogd does in each phase \
+         (`crates/fog-orchestrator/src/failover.rs`, `crates/fog-engine/src/local.rs`, \
+         `crates/fog-listener`):\n",
+        worst.map_or("–", |w| w.0),
+        worst.map_or_else(|| "–".to_string(), |w| format!("{:.0}", w.1)),
+    );
+    let _ = writeln!(
+        s,
+        "- *gap start → fast shutdown requested* ({} ms): the gap starts when the listener, \
+         turned to hold by the fence, closes the writer's session ({} ms after the hold); then \
+         the runner commits the `fence` step, and `stop_old` runs `pg_ctl status` before \
+         `pg_ctl stop -m fast`. Bare stops first, so its gap starts with the shutdown.",
+        ms(gap_to_stop_f),
+        ms(hold_to_gap)
+    );
+    let _ = writeln!(
+        s,
+        "- *shut down → promote requested* ({} ms fogd vs. {} ms bare): both wait for \
+         `pg_ctl stop -w`, which looks only every 100 ms whether the postmaster is gone: in \
+         bare it returned {} ms after it was called although the server logged `shut down` \
+         after {} ms, i.e. {} ms of idle polling, in both columns. Then both run \
+         `pg_controldata`; fogd commits the checkpoint LSN and the step, polls \
+         `replayed_past` on a **new connection** every 5 ms (`catch_up`), commits the step, \
+         and `promote` opens another connection and checks `pg_is_in_recovery()` before \
+         `pg_promote(wait => false)`. Taking `pg_ctl`'s time from bare, fogd requests the \
+         promotion ≈ {} ms after `pg_ctl` returns, bare {} ms.",
+        ms(shut_to_promote_f),
+        ms(shut_to_promote_b),
+        ms(pgctl_b),
+        ms(stop_b),
+        ms(bare_stop_wait),
+        ms(fogd_after_pgctl),
+        ms(bare_after_pgctl)
+    );
+    let _ = writeln!(
+        s,
+        "- *ready → first commit* ({} ms fogd vs. {} ms bare): fogd's `promote` step polls \
+         `pg_is_in_recovery()` every 10 ms and then runs `CHECKPOINT`, which first waits for \
+         the end-of-recovery checkpoint PostgreSQL started at promotion (explicit checkpoint \
+         complete {} ms after ready); `ALTER SYSTEM RESET primary_conninfo` / \
+         `primary_slot_name`, a reload, the step commit and the `route` step's commit (roles \
+         swapped, database records moved) follow ({} ms to `writes routed`); the routing task \
+         turns the listener to forward {} ms later, and only then does the held connection \
+         open its upstream session — startup, SCRAM authentication, INSERT — ({} ms to the \
+         first commit; in steady state a fresh connection + INSERT takes {} ms through the \
+         listener, {} ms directly). The bare writer kept retrying both servers, so its next \
+         attempt lands as soon as promotion ends; bare checkpoints after writes resumed.\n",
+        ms(ready_to_first_f),
+        ms(ready_to_first_b),
+        ms(ready_to_ckpt),
+        ms(ckpt_to_routed),
+        ms(routed_to_forward),
+        ms(forward_to_first),
+        ms(Some(r.connect_listener * 1000.0)),
+        ms(Some(r.connect_direct * 1000.0)),
+    );
+
+    // Per-run details.
+    let _ = writeln!(
+        s,
+        "<details><summary>Every run (ms after the request)</summary>\n"
+    );
+    let _ = writeln!(
+        s,
+        "| run | switch | window | gap from | gap to | shut down | promote req. | ready | routed | complete | API ms |"
+    );
+    let _ = writeln!(
+        s,
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    let one = |v: f64| format!("{:.0}", v * 1000.0);
+    let opt = |v: Option<f64>| v.map_or_else(|| "–".to_string(), one);
+    for (i, ((f, fe), (b, be))) in r.fogd.iter().zip(&r.bare).enumerate() {
+        let _ = writeln!(
+            s,
+            "| {} | fogd {} → {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            i + 1,
+            f.old.name,
+            f.new.name,
+            one(fe.window),
+            one(fe.gap_from),
+            one(fe.gap_to),
+            opt(fe.shut_down),
+            opt(fe.promote_requested),
+            opt(fe.ready),
+            opt(fe.routed),
+            one(fe.complete),
+            f.api_ms
+                .map_or_else(|| "–".to_string(), |m| format!("{m:.0}")),
+        );
+        let _ = writeln!(
+            s,
+            "| {} | bare {} → {} | {} | {} | {} | {} | {} | {} | – | {} | – |",
+            i + 1,
+            b.old.name,
+            b.new.name,
+            one(be.window),
+            one(be.gap_from),
+            one(be.gap_to),
+            opt(be.shut_down),
+            opt(be.promote_requested),
+            opt(be.ready),
+            one(be.complete),
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "| forced run | switch | POST → first write | API ms | old primary | lost bytes |"
+    );
+    let _ = writeln!(s, "| ---: | --- | ---: | ---: | --- | ---: |");
+    for (i, (f, t)) in r.forced.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "| {} | {} → {} | {} | {} | {} | {} |",
+            i + 1,
+            f.old.name,
+            f.new.name,
+            opt(*t),
+            f.api_ms
+                .map_or_else(|| "–".to_string(), |m| format!("{m:.0}")),
+            f.old_primary,
+            f.lost_bytes
+                .map_or_else(|| "0".to_string(), |b| b.to_string()),
+        );
+    }
+    let _ = writeln!(s, "\n</details>");
+    let _ = writeln!(s, "{END_MARKER}");
+    s
+}
+
+/// Replaces the failover section of `path` (or appends it; or creates the file).
+fn write_section(path: &Path, section: &str) -> Result<()> {
+    let existing = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::from(
+            "# Benchmarks\n\nFigures measured by the programs under `bench/`. Each benchmark \
+             owns the section between its `<!-- name:start -->` and `<!-- name:end -->` \
+             markers and replaces only that section when re-run.\n",
+        ),
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    let updated = match (existing.find(START_MARKER), existing.find(END_MARKER)) {
+        (Some(a), Some(b)) if a < b => {
+            let end = b + END_MARKER.len();
+            let rest = existing[end..]
+                .strip_prefix('\n')
+                .unwrap_or(&existing[end..]);
+            format!("{}{section}{rest}", &existing[..a])
+        }
+        (None, None) => {
+            let sep = if existing.ends_with("\n\n") {
+                ""
+            } else if existing.ends_with('\n') {
+                "\n"
+            } else {
+                "\n\n"
+            };
+            format!("{existing}{sep}{section}")
+        }
+        _ => bail!(
+            "{} has unbalanced {START_MARKER} / {END_MARKER} markers; fix them by hand",
+            path.display()
+        ),
+    };
+    std::fs::write(path, updated).with_context(|| format!("write {}", path.display()))
+}
+
+async fn run(args: &Args) -> Result<()> {
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let bin = from_root(&args.fogd);
+    if !bin.exists() {
+        bail!(
+            "{} not found; build it first: cargo build --release -p fogd -p fog-bench",
+            bin.display()
+        );
+    }
+    let user = pg_user(&args.pg_os_user)?;
+    let pg_version = {
+        let out = tokio::process::Command::new(args.pg_bin_dir.join("postgres"))
+            .arg("--version")
+            .output()
+            .await
+            .context("run postgres --version")?;
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let root = tempfile::Builder::new()
+        .prefix("fog-bench-failover-")
+        .tempdir()
+        .context("create temporary directory")?;
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755))
+        .context("chmod temporary directory")?;
+    let root_path = root.path().to_path_buf();
+    let root_guard = if args.keep {
+        eprintln!("keeping {}", root_path.display());
+        let _ = root.keep();
+        None
+    } else {
+        Some(root)
+    };
+    let result = measure(args, &bin, &root_path, &user).await;
+    drop(root_guard);
+    let results = result?;
+    let report = section(args, &machine(&root_path), &pg_version, &results);
+    print!("{report}");
+    if !args.no_write {
+        let out = from_root(&args.output);
+        write_section(&out, &report)?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+/// Waits after a switch: the writer is on the new primary, the old one streams again.
+async fn settle(w: &Writer, new_port: u16, after: f64, standby: &Addr, what: &str) -> Result<()> {
+    w.wait_for(new_port, after, what).await?;
+    wait_streaming(standby, what).await?;
+    tokio::time::sleep(PAUSE).await;
+    Ok(())
+}
+
+/// Starts fogd, sets everything up, runs the switches; fogd stops when this returns.
+async fn measure(args: &Args, bin: &Path, root: &Path, user: &PgUser) -> Result<Results> {
+    let t0 = Instant::now();
+    let fogd = Fogd::start(bin, root, &args.pg_bin_dir, user).await?;
+    eprintln!("fogd up at {}", fogd.url);
+    let (a, c) = tokio::try_join!(
+        fogd.create_instance(RG_EAST, "a", EAST, None),
+        fogd.create_instance(RG_EAST, "c", EAST, None),
+    )?;
+    let (b, d) = tokio::try_join!(
+        fogd.create_instance(RG_WEST, "b", WEST, Some(&a["id"])),
+        fogd.create_instance(RG_WEST, "d", WEST, Some(&c["id"])),
+    )?;
+    tokio::try_join!(
+        fogd.create_database(RG_EAST, "a", &a),
+        fogd.create_database(RG_EAST, "c", &c),
+    )?;
+    let server = |name: &'static str, view: &Value| -> Result<Server> {
+        let addr = endpoint(view)?;
+        let dir = server_dir(&fogd.data, addr.port)?;
+        Ok(Server { name, addr, dir })
+    };
+    let (sa, sb, sc, sd) = (
+        server("a", &a)?,
+        server("b", &b)?,
+        server("c", &c)?,
+        server("d", &d)?,
+    );
+    let group_at_a = format!("{}?{API}", fogd.group_path(RG_EAST, EAST));
+    fogd.complete(
+        Method::PUT,
+        &group_at_a,
+        Some(&json!({"properties": {
+            "readWriteEndpoint": {"failoverPolicy": "Manual"},
+            "partnerRegions": [{"location": WEST}],
+            "managedInstancePairs": [{
+                "primaryManagedInstanceId": a["id"],
+                "partnerManagedInstanceId": b["id"],
+            }],
+        }})),
+        "create the group",
+    )
+    .await?;
+    let g = fogd.get(&group_at_a).await?;
+    let rw = addr_at(
+        &g["properties"]["listeners"]["readWrite"],
+        "readWrite listener",
+    )?;
+    let tools = Tools {
+        bin_dir: args.pg_bin_dir.clone(),
+        user: user.clone(),
+        cwd: root.to_path_buf(),
+    };
+    let mut pair = BarePair {
+        tools,
+        servers: [sc.clone(), sd.clone()],
+        primary: 0,
+    };
+    pair.set_up().await?;
+    wait_streaming(&sb.addr, "b").await?;
+    let mut group = Group {
+        members: [(RG_EAST, EAST, sa.clone()), (RG_WEST, WEST, sb.clone())],
+        primary: 0,
+    };
+    eprintln!(
+        "set up in {:.1} s: group {GROUP} a/b (rw listener {}:{}), bare pair c/d",
+        t0.elapsed().as_secs_f64(),
+        rw.host,
+        rw.port
+    );
+
+    let clock = Clock::new();
+    let fw = Writer::spawn(vec![rw.clone()], Duration::from_secs(10), clock);
+    let bw = Writer::spawn(
+        vec![sc.addr.clone(), sd.addr.clone()],
+        Duration::from_secs(2),
+        clock,
+    );
+    fw.wait_for(sa.addr.port, 0.0, "fogd writer").await?;
+    bw.wait_for(sc.addr.port, 0.0, "bare writer").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut fogd_runs = Vec::new();
+    let mut bare_runs = Vec::new();
+    for i in 0..args.runs {
+        let fogd_first = i % 2 == 0;
+        for which in [fogd_first, !fogd_first] {
+            if which {
+                let r = group.failover(&fogd, &clock, "failover").await?;
+                settle(&fw, r.new.addr.port, r.req, &r.old.addr, "fogd failover").await?;
+                eprintln!(
+                    "run {}: fogd {} → {}: {:.0} ms (API {} ms)",
+                    i + 1,
+                    r.old.name,
+                    r.new.name,
+                    (r.done - r.req) * 1000.0,
+                    r.api_ms.unwrap_or(f64::NAN)
+                );
+                fogd_runs.push(r);
+            } else {
+                let r = pair.switchover(&clock).await?;
+                settle(&bw, r.new.addr.port, r.req, &r.old.addr, "bare switchover").await?;
+                eprintln!(
+                    "run {}: bare {} → {}: promoted after {:.0} ms, done after {:.0} ms",
+                    i + 1,
+                    r.old.name,
+                    r.new.name,
+                    (r.promoted - r.req) * 1000.0,
+                    (r.done - r.req) * 1000.0
+                );
+                bare_runs.push(r);
+            }
+        }
+    }
+    let mut forced_runs = Vec::new();
+    for i in 0..args.forced_runs {
+        let r = group
+            .failover(&fogd, &clock, "forceFailoverAllowDataLoss")
+            .await?;
+        let first = fw
+            .wait_for(r.new.addr.port, r.req, "forced failover")
+            .await?;
+        wait_streaming(&r.old.addr, "forced failover: old primary").await?;
+        tokio::time::sleep(PAUSE).await;
+        eprintln!(
+            "forced {}: {} → {}: first write after {:.0} ms, done after {:.0} ms ({})",
+            i + 1,
+            r.old.name,
+            r.new.name,
+            (first - r.req) * 1000.0,
+            (r.done - r.req) * 1000.0,
+            r.old_primary
+        );
+        forced_runs.push((r, first));
+    }
+    let primary = &group.members[group.primary].2.addr;
+    let connect_listener = connect_cost(&rw).await?;
+    let connect_direct = connect_cost(primary).await?;
+    let (fogd_commits, fogd_errors) = fw.finish().await?;
+    let (bare_commits, bare_errors) = bw.finish().await?;
+    let elapsed = t0.elapsed().as_secs_f64();
+
+    // Analysis (after the runs, so reading logs never disturbs them).
+    let fogd_log = Log::read(&fogd.log, &clock, fogd_log_time);
+    let pg_logs: Vec<(u16, Log)> = [&sa, &sb, &sc, &sd]
+        .iter()
+        .map(|s| (s.addr.port, Log::read(&s.log(), &clock, pg_log_time)))
+        .collect();
+    let log_of = |s: &Server| -> Result<&Log> {
+        pg_logs
+            .iter()
+            .find(|(p, _)| *p == s.addr.port)
+            .map(|(_, l)| l)
+            .ok_or_else(|| anyhow!("no log for {}", s.name))
+    };
+    // Each writer's switches in order, so a window never reaches into the next switch.
+    let fogd_reqs: Vec<f64> = fogd_runs
+        .iter()
+        .map(|r| r.req)
+        .chain(forced_runs.iter().map(|(r, _)| r.req))
+        .collect();
+    let mut fogd_events = Vec::new();
+    for (i, r) in fogd_runs.into_iter().enumerate() {
+        let e = events(
+            &fogd_commits,
+            r.req,
+            r.done,
+            fogd_reqs.get(i + 1).copied(),
+            log_of(&r.old)?,
+            log_of(&r.new)?,
+            Some((&fogd_log, &rw)),
+            r.new.addr.port,
+        )?;
+        fogd_events.push((r, e));
+    }
+    let mut bare = Vec::new();
+    let bare_reqs: Vec<f64> = bare_runs.iter().map(|r| r.req).collect();
+    for (i, r) in bare_runs.into_iter().enumerate() {
+        let e = events(
+            &bare_commits,
+            r.req,
+            r.done,
+            bare_reqs.get(i + 1).copied(),
+            log_of(&r.old)?,
+            log_of(&r.new)?,
+            None,
+            r.new.addr.port,
+        )?;
+        bare.push((r, e));
+    }
+    let forced = forced_runs
+        .into_iter()
+        .map(|(r, first)| {
+            let t = first - r.req;
+            (r, Some(t))
+        })
+        .collect();
+    drop(fogd);
+    Ok(Results {
+        fogd: fogd_events,
+        bare,
+        forced,
+        fogd_commits: fogd_commits.len(),
+        fogd_errors,
+        bare_commits: bare_commits.len(),
+        bare_errors,
+        elapsed,
+        connect_listener,
+        connect_direct,
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    tokio::select! {
+        r = run(&args) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted; fogd and its servers were stopped")),
+    }
+}
