@@ -731,8 +731,15 @@ impl InstanceAgent for LocalAgent {
             std::fs::write(&marker, &source.slot).map_err(io("write seeded-from marker"))?;
         }
         self.ensure_running(spec, gen).await?;
-        // The replaced data directory goes after the standby is up (off the critical path).
-        Self::remove_dir(&spec.dir.join("pgdata.old"))
+        // The replaced data directory goes in the background, off the critical path; a
+        // leftover is removed by the next seed.
+        let old = spec.dir.join("pgdata.old");
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = Self::remove_dir(&old) {
+                tracing::warn!(error = %e, "removing a replaced data directory failed");
+            }
+        });
+        Ok(())
     }
 
     async fn promote(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {

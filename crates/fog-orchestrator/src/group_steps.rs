@@ -26,8 +26,9 @@ pub fn step_names(action: &Action) -> Option<&'static [&'static str]> {
         Action::CreateFailoverGroup { .. } => &[
             "create_group.align",
             "create_group.slot",
-            "create_group.seed",
+            // Linking touches only the primary; done before the copy, it costs nothing after.
             "create_group.link",
+            "create_group.seed",
             "create_group.finish",
         ],
         Action::UpdateFailoverGroup { .. } => &["update_group.finish"],

@@ -158,6 +158,7 @@ async fn group_create_survives_a_crash_at_every_step() {
     let steps = [
         "create_group.align",
         "create_group.slot",
+        "create_group.link",
         "create_group.seed",
         "create_group.finish",
     ];
