@@ -395,6 +395,30 @@ impl LocalAgent {
             .map_err(io("write seeded-from marker"))
     }
 
+    /// Creates or alters a role with `options` and a SCRAM verifier as its password. The
+    /// verifier is a salted hash, so a clear password never reaches the server or its logs.
+    async fn ensure_role(
+        &self,
+        spec: &ServerSpec,
+        role: &str,
+        options: &str,
+        scram_verifier: &str,
+    ) -> Result<(), EngineError> {
+        let c = sql::connect(spec, "postgres").await?;
+        let exists = c
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+            .await
+            .map_err(|e| sql::err(spec, e))?
+            .is_some();
+        let verb = if exists { "ALTER" } else { "CREATE" };
+        let stmt = format!(
+            "{verb} ROLE {} WITH {options} PASSWORD {}",
+            ident(role),
+            literal(scram_verifier)
+        );
+        c.batch_execute(&stmt).await.map_err(|e| sql::err(spec, e))
+    }
+
     fn remove_dir(path: &Path) -> Result<(), EngineError> {
         match std::fs::remove_dir_all(path) {
             Ok(()) => Ok(()),
@@ -557,21 +581,8 @@ impl InstanceAgent for LocalAgent {
         login: &str,
         scram_verifier: &str,
     ) -> Result<(), EngineError> {
-        let c = sql::connect(spec, "postgres").await?;
-        let exists = c
-            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&login])
+        self.ensure_role(spec, login, "SUPERUSER LOGIN", scram_verifier)
             .await
-            .map_err(|e| sql::err(spec, e))?
-            .is_some();
-        let verb = if exists { "ALTER" } else { "CREATE" };
-        // The verifier is a salted hash, so the clear password never reaches the server or
-        // its logs.
-        let stmt = format!(
-            "{verb} ROLE {} WITH SUPERUSER LOGIN PASSWORD {}",
-            ident(login),
-            literal(scram_verifier)
-        );
-        c.batch_execute(&stmt).await.map_err(|e| sql::err(spec, e))
     }
 
     async fn create_database(&self, spec: &ServerSpec, name: &str) -> Result<(), EngineError> {
@@ -615,20 +626,14 @@ impl InstanceAgent for LocalAgent {
         spec: &ServerSpec,
         scram_verifier: &str,
     ) -> Result<(), EngineError> {
-        let c = sql::connect(spec, "postgres").await?;
-        let exists = c
-            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&REPLICATOR])
-            .await
-            .map_err(|e| sql::err(spec, e))?
-            .is_some();
-        let verb = if exists { "ALTER" } else { "CREATE" };
-        // Superuser too: pg_rewind against a new primary needs it (a later step).
-        let stmt = format!(
-            "{verb} ROLE {} WITH REPLICATION LOGIN SUPERUSER PASSWORD {}",
-            ident(REPLICATOR),
-            literal(scram_verifier)
-        );
-        c.batch_execute(&stmt).await.map_err(|e| sql::err(spec, e))
+        // Superuser too: pg_rewind reads the source's files through it.
+        self.ensure_role(
+            spec,
+            REPLICATOR,
+            "REPLICATION LOGIN SUPERUSER",
+            scram_verifier,
+        )
+        .await
     }
 
     async fn check_replication_source(

@@ -273,7 +273,7 @@ impl Orchestrator {
         spec: GroupSpec,
         api_version: &str,
     ) -> Result<OperationRecord, ArmError> {
-        let mut g = existing.value;
+        let g = existing.value;
         if g.active_operation.is_some() {
             return Err(ArmError::ifog_busy());
         }
@@ -289,27 +289,19 @@ impl Orchestrator {
             return Err(ArmError::ifog_read_only_property_modified("partnerRegions")
                 .with_target("properties.partnerRegions"));
         }
-        let op = Self::new_group_operation(
-            addr,
-            api_version,
-            Action::UpdateFailoverGroup {
-                name: g.name.clone(),
-                policies: spec.policies,
-            },
-        );
-        g.active_operation = Some(op.id.clone());
-        self.store
-            .commit(vec![
-                put(
-                    catalog::group_key(&g.name),
-                    &g,
-                    Precondition::Revision(existing.revision),
-                ),
-                put(catalog::operation_key(&op.id), &op, Precondition::Absent),
-            ])
-            .await
-            .map_err(|e| busy(e, ArmError::ifog_busy()))?;
-        self.spawn(op.id.clone());
+        let group_name = g.name.clone();
+        let op = self
+            .start_group_operation(
+                g,
+                existing.revision,
+                addr,
+                api_version,
+                Action::UpdateFailoverGroup {
+                    name: group_name,
+                    policies: spec.policies,
+                },
+            )
+            .await?;
         Ok(op)
     }
 
@@ -326,7 +318,7 @@ impl Orchestrator {
         else {
             return Ok(None);
         };
-        let mut g = existing.value;
+        let g = existing.value;
         match g.side(
             &addr.scope.subscription,
             &addr.scope.resource_group,
@@ -339,26 +331,16 @@ impl Orchestrator {
         if g.active_operation.is_some() {
             return Err(ArmError::ifog_busy());
         }
-        let op = Self::new_group_operation(
-            addr,
-            api_version,
-            Action::DeleteFailoverGroup {
-                name: g.name.clone(),
-            },
-        );
-        g.active_operation = Some(op.id.clone());
-        self.store
-            .commit(vec![
-                put(
-                    catalog::group_key(&g.name),
-                    &g,
-                    Precondition::Revision(existing.revision),
-                ),
-                put(catalog::operation_key(&op.id), &op, Precondition::Absent),
-            ])
-            .await
-            .map_err(|e| busy(e, ArmError::ifog_busy()))?;
-        self.spawn(op.id.clone());
+        let group_name = g.name.clone();
+        let op = self
+            .start_group_operation(
+                g,
+                existing.revision,
+                addr,
+                api_version,
+                Action::DeleteFailoverGroup { name: group_name },
+            )
+            .await?;
         Ok(Some(op))
     }
 
@@ -378,7 +360,7 @@ impl Orchestrator {
             .ok_or_else(|| {
                 ArmError::child_resource_not_found(fog_model::failover_group::RESOURCE_TYPE, name)
             })?;
-        let mut g = existing.value;
+        let g = existing.value;
         match g.side(
             &addr.scope.subscription,
             &addr.scope.resource_group,
@@ -401,27 +383,46 @@ impl Orchestrator {
         if formats.0 != formats.1 {
             return Err(ArmError::failover_format_mismatch());
         }
-        let op = Self::new_group_operation(
-            addr,
-            api_version,
-            Action::FailoverGroup {
-                name: g.name.clone(),
-                planned,
-            },
-        );
+        let group_name = g.name.clone();
+        let op = self
+            .start_group_operation(
+                g,
+                existing.revision,
+                addr,
+                api_version,
+                Action::FailoverGroup {
+                    name: group_name,
+                    planned,
+                },
+            )
+            .await?;
+        tracing::info!(group = name, planned, operation = %op.id, "accepted failover");
+        Ok(op)
+    }
+
+    /// Marks the group busy with a new operation (CAS on the revision it was read at, so a
+    /// concurrent request gets `InstanceFailoverGroupBusy`) and starts its runner.
+    async fn start_group_operation(
+        &self,
+        mut g: FailoverGroupRecord,
+        revision: u64,
+        addr: &GroupAddress,
+        api_version: &str,
+        action: Action,
+    ) -> Result<OperationRecord, ArmError> {
+        let op = Self::new_group_operation(addr, api_version, action);
         g.active_operation = Some(op.id.clone());
         self.store
             .commit(vec![
                 put(
                     catalog::group_key(&g.name),
                     &g,
-                    Precondition::Revision(existing.revision),
+                    Precondition::Revision(revision),
                 ),
                 put(catalog::operation_key(&op.id), &op, Precondition::Absent),
             ])
             .await
             .map_err(|e| busy(e, ArmError::ifog_busy()))?;
-        tracing::info!(group = name, planned, operation = %op.id, "accepted failover");
         self.spawn(op.id.clone());
         Ok(op)
     }
