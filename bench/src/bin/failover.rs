@@ -60,6 +60,10 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
+use fog_bench::{
+    days_from_civil, from_root, git_commit, machine, median, pg_user, utc_now, write_section,
+    PgUser,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -127,36 +131,6 @@ struct Args {
     /// Keep the temporary directory (fogd's log, data directory, server logs).
     #[arg(long)]
     keep: bool,
-}
-
-fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
-fn from_root(p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        workspace_root().join(p)
-    }
-}
-
-/// The OS user PostgreSQL tools run as: `Some((name, uid, gid))` when we are root.
-type PgUser = Option<(String, u32, u32)>;
-
-fn pg_user(name: &str) -> Result<PgUser> {
-    if !nix::unistd::geteuid().is_root() {
-        return Ok(None);
-    }
-    let user = nix::unistd::User::from_name(name)
-        .with_context(|| format!("look up OS user {name}"))?
-        .ok_or_else(|| anyhow!("running as root, but OS user '{name}' does not exist"))?;
-    Ok(Some((
-        name.to_string(),
-        user.uid.as_raw(),
-        user.gid.as_raw(),
-    )))
 }
 
 /// Runs PostgreSQL tools as fogd's agent does: the PostgreSQL OS user's uid/gid set on the
@@ -1053,17 +1027,6 @@ impl Group {
     }
 }
 
-/// Days since 1970-01-01 of a civil date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// `YYYY-MM-DD?HH:MM:SS` + fraction digits → seconds since the epoch (UTC).
 fn civil_secs(ts: &str, frac: &str) -> Option<f64> {
     let n = |r: std::ops::Range<usize>| ts.get(r).and_then(|x| x.parse::<i64>().ok());
@@ -1221,19 +1184,6 @@ fn events(
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// Nearest-rank percentile.
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     if v.is_empty() {
@@ -1267,92 +1217,6 @@ fn med_between(
     b: impl Fn(&Events) -> Option<f64>,
 ) -> Option<f64> {
     med_ms(ev.iter().map(|e| Some(b(e)? - a(e)?)))
-}
-
-/// `YYYY-MM-DD HH:MM UTC` without a date library (days → civil date, H. Hinnant).
-fn utc_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
-}
-
-/// `nproc`, memory, CPU model and the file system holding `dir`.
-fn machine(dir: &Path) -> String {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_gib = meminfo
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0 / 1024.0)
-        .unwrap_or(0.0);
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let fs = mounts
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3 && canonical.starts_with(f[1])).then(|| (f[1].len(), f[2], f[0]))
-        })
-        .max_by_key(|(len, _, _)| *len)
-        .map(|(_, ty, dev)| format!("{ty} ({dev})"))
-        .unwrap_or_else(|| "unknown".into());
-    format!(
-        "{cores} CPUs (`nproc` {cores}; {model}), {mem_gib:.1} GiB memory; data on {fs} under `{}`",
-        canonical.parent().unwrap_or(&canonical).display()
-    )
-}
-
-fn git_commit() -> String {
-    let root = workspace_root();
-    let run = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .current_dir(&root)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match run(&["rev-parse", "--short", "HEAD"]) {
-        Some(c) => {
-            let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("`{c}` (with uncommitted changes)")
-            } else {
-                format!("`{c}`")
-            }
-        }
-        None => "unknown commit".into(),
-    }
 }
 
 /// Everything measured.
@@ -1777,43 +1641,6 @@ fn section(args: &Args, machine: &str, pg_version: &str, r: &Results) -> String 
     s
 }
 
-/// Replaces the failover section of `path` (or appends it; or creates the file).
-fn write_section(path: &Path, section: &str) -> Result<()> {
-    let existing = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::from(
-            "# Benchmarks\n\nFigures measured by the programs under `bench/`. Each benchmark \
-             owns the section between its `<!-- name:start -->` and `<!-- name:end -->` \
-             markers and replaces only that section when re-run.\n",
-        ),
-        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-    };
-    let updated = match (existing.find(START_MARKER), existing.find(END_MARKER)) {
-        (Some(a), Some(b)) if a < b => {
-            let end = b + END_MARKER.len();
-            let rest = existing[end..]
-                .strip_prefix('\n')
-                .unwrap_or(&existing[end..]);
-            format!("{}{section}{rest}", &existing[..a])
-        }
-        (None, None) => {
-            let sep = if existing.ends_with("\n\n") {
-                ""
-            } else if existing.ends_with('\n') {
-                "\n"
-            } else {
-                "\n\n"
-            };
-            format!("{existing}{sep}{section}")
-        }
-        _ => bail!(
-            "{} has unbalanced {START_MARKER} / {END_MARKER} markers; fix them by hand",
-            path.display()
-        ),
-    };
-    std::fs::write(path, updated).with_context(|| format!("write {}", path.display()))
-}
-
 async fn run(args: &Args) -> Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
@@ -1855,7 +1682,7 @@ async fn run(args: &Args) -> Result<()> {
     print!("{report}");
     if !args.no_write {
         let out = from_root(&args.output);
-        write_section(&out, &report)?;
+        write_section(&out, START_MARKER, END_MARKER, &report)?;
         eprintln!("wrote {}", out.display());
     }
     Ok(())
