@@ -7,12 +7,13 @@
 //! | `admin-token` | bearer token for the API (mode 0600) |
 //! | `subscription-id` | the default subscription id |
 //! | `api-url` | the HTTPS URL the API listens on, written once it is bound |
+//! | `client.toml` | [`ClientConfig`] for clients such as fogctl, written once the API is bound |
 //! | `store.sqlite` | the embedded metadata store |
 //! | `instances/{uid}/` | one directory per managed instance's PostgreSQL server |
 
 use anyhow::{Context, Result};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Sets `path`'s mode.
 pub fn restrict(path: &Path, mode: u32) -> Result<()> {
@@ -45,4 +46,63 @@ pub fn load_or_create(path: &Path, secret: bool, make: impl FnOnce() -> String) 
             .with_context(|| format!("write {}", path.display()))?;
     }
     Ok(value)
+}
+
+/// Writes a world-readable file (mode 0644) atomically: readers see the old contents or
+/// the new, never a half-written file.
+pub fn write_public(path: &Path, contents: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).with_context(|| format!("write {}", tmp.display()))?;
+    restrict(&tmp, 0o644)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))
+}
+
+/// How a client reaches this fogd: `DIR/client.toml`. The token itself stays in
+/// `admin-token` (mode 0600); this file only names it.
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+pub struct ClientConfig {
+    /// Base URL of the API (`public_url`, else `https://` + the bound address).
+    pub endpoint: String,
+    /// Absolute path of the CA certificate to trust (`DIR/ca.pem`).
+    pub ca_file: PathBuf,
+    /// Absolute path of the file holding the bearer token (`DIR/admin-token`).
+    pub token_file: PathBuf,
+    /// The default subscription id (`DIR/subscription-id`).
+    pub subscription_id: String,
+}
+
+/// Writes `client.toml` atomically, mode 0644.
+pub fn write_client_config(path: &Path, client: &ClientConfig) -> Result<()> {
+    let body = toml::to_string(client).context("render client.toml")?;
+    write_public(
+        path,
+        &format!(
+            "# Written by fogd on every start: how clients (fogctl) reach this fogd.\n\
+             # The bearer token is in token_file (readable by fogd's user only).\n{body}"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn client_toml_round_trips_with_mode_0644() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client.toml");
+        let c = ClientConfig {
+            endpoint: "https://127.0.0.1:8443".into(),
+            ca_file: dir.path().join("ca.pem"),
+            token_file: dir.path().join("admin-token"),
+            subscription_id: "00000000-0000-0000-0000-000000000001".into(),
+        };
+        write_client_config(&path, &c).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(toml::from_str::<ClientConfig>(&text).unwrap(), c);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        assert!(!path.with_extension("tmp").exists());
+    }
 }

@@ -3,26 +3,55 @@
 //! The daemon wires the boxes together on embedded defaults: the SQLite store
 //! (`fog-store`), the local instance agent (`fog-engine`), the orchestrator
 //! (`fog-orchestrator`) and the ARM API (`fog-api`) served over HTTPS with fogd's own CA
-//! ([`tls`]). Its data directory layout is described in [`datadir`].
+//! ([`tls`]). Its settings (flags, environment variables, a TOML file) are resolved in
+//! [`config`]; its data directory layout is described in [`datadir`].
 
+mod config;
 mod datadir;
 mod routing;
 mod tls;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use config::{ServeArgs, Settings};
 use fog_engine::{LocalAgent, PgSettings};
 use fog_orchestrator::{Orchestrator, OrchestratorConfig};
 use fog_store::SqliteStore;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// fogd runs Azure SQL Managed Instance-style failover groups over real PostgreSQL servers,
-/// behind an API compatible with Azure Resource Manager's Microsoft.Sql provider.
+/// fogd runs Azure SQL Managed Instance-style failover groups over real PostgreSQL 15
+/// servers, behind an API compatible with Azure Resource Manager's Microsoft.Sql provider.
 #[derive(Parser)]
-#[command(name = "fogd", version, about, long_about = None)]
+#[command(
+    name = "fogd",
+    version,
+    about,
+    long_about = "\
+fogd runs Azure SQL Managed Instance-style instance failover groups over real PostgreSQL 15
+servers, behind an HTTPS API compatible with Azure Resource Manager's Microsoft.Sql provider:
+the Azure SDKs, `az rest`, Terraform and fogctl talk to it.
+
+`fogd serve` starts the API, the orchestrator and the PostgreSQL servers. In its data
+directory (--data-dir, default /var/lib/fogd) it keeps:
+  ca.pem           the CA certificate clients trust
+  admin-token      the API bearer token (mode 0600)
+  subscription-id  a default subscription id
+  api-url          the URL the API listens on (written once it listens)
+  client.toml      endpoint, CA file, token file and subscription id for clients
+  store.sqlite, instances/   the metadata store and the PostgreSQL servers' data
+fogctl finds fogd through that directory: give it the same --data-dir (or FOGD_DATA_DIR).
+
+Settings come from flags, FOGD_* environment variables and a TOML file (--config FILE);
+`fogd config-example` prints a file documenting every setting.
+
+SIGTERM or Ctrl-C shuts fogd down cleanly: in-flight requests finish, then the PostgreSQL
+servers are stopped (unless leave_servers_running). After a crash the servers keep
+running and the next start adopts them.",
+    after_help = "Run `fogd serve --help` for every setting."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,119 +60,97 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the API, the orchestrator and the managed PostgreSQL servers.
-    ///
-    /// On first start fogd creates in DIR: ca.pem (the CA certificate to trust),
-    /// admin-token (the API bearer token), subscription-id (the default subscription) and,
-    /// once listening, api-url. Running as root is supported: PostgreSQL servers then run
-    /// as --pg-os-user.
-    Serve(ServeArgs),
+    #[command(long_about = "\
+Start the HTTPS API, the orchestrator and the managed PostgreSQL servers; runs until SIGTERM
+or Ctrl-C.
+
+On first start fogd creates in the data directory: ca.pem (the CA certificate to trust),
+admin-token (the API bearer token), subscription-id (the default subscription); once
+listening it writes api-url and client.toml (what fogctl and other clients read). Running
+as root is supported: the PostgreSQL servers then run as pg_os_user.
+
+Every setting below is a flag, a FOGD_* environment variable and a key of the --config
+TOML file (named like the flag, with underscores). A flag beats its environment variable,
+which beats the file, which beats the default. `fogd config-example` prints a commented
+file with every key.
+
+SIGTERM or Ctrl-C shuts down cleanly: in-flight requests finish, then the PostgreSQL servers
+stop (unless leave_servers_running); exit status 0.")]
+    Serve(Box<ServeArgs>),
+    /// Print a commented example configuration file with every setting and its default.
+    #[command(long_about = "\
+Print a commented example configuration file for `fogd serve --config FILE`: every key,
+its flag, its environment variable, its default and its meaning. Keys with a default are
+set to it; keys without one are commented out with an example value.
+
+  fogd config-example > /etc/fogd/fogd.toml")]
+    ConfigExample,
 }
 
-#[derive(clap::Args, Debug)]
-struct ServeArgs {
-    /// Data directory: certificates, token, metadata store and all PostgreSQL data.
-    #[arg(long, env = "FOGD_DATA_DIR", default_value = "/var/lib/fogd")]
-    data_dir: PathBuf,
-    /// Address the HTTPS API listens on (port 0 picks a free port; see DIR/api-url).
-    #[arg(long, env = "FOGD_LISTEN", default_value = "127.0.0.1:8443")]
-    listen: SocketAddr,
-    /// External base URL used in polling URLs, when clients reach fogd through another
-    /// name than the Host header they send (e.g. behind a proxy).
-    #[arg(long, env = "FOGD_PUBLIC_URL")]
-    public_url: Option<String>,
-    /// Extra host names or IP addresses for the server certificate (repeatable); localhost,
-    /// 127.0.0.1, ::1 and the listen address are always included.
-    #[arg(long = "tls-san")]
-    tls_san: Vec<String>,
-    /// Directory with the PostgreSQL 15 server binaries.
-    #[arg(
-        long,
-        env = "FOGD_PG_BIN_DIR",
-        default_value = "/usr/lib/postgresql/15/bin"
-    )]
-    pg_bin_dir: PathBuf,
-    /// OS user that runs PostgreSQL servers when fogd runs as root.
-    #[arg(long, env = "FOGD_PG_OS_USER", default_value = "postgres")]
-    pg_os_user: String,
-    /// Address managed PostgreSQL servers listen on (and clients connect to).
-    #[arg(long, env = "FOGD_SERVER_HOST", default_value = "127.0.0.1")]
-    server_host: String,
-    /// Port range for managed PostgreSQL servers, e.g. 15000-15999 (default: free ports
-    /// chosen by the OS).
-    #[arg(long, env = "FOGD_SERVER_PORTS", value_parser = parse_range)]
-    server_ports: Option<(u16, u16)>,
-    /// DNS suffix of fully qualified domain names ({name}.{dnsZone}.{suffix}).
-    #[arg(long, env = "FOGD_DNS_SUFFIX", default_value = "database.fogd.local")]
-    dns_suffix: String,
-    /// Keep the PostgreSQL servers running when fogd shuts down cleanly (by default fogd
-    /// stops them; after a crash they keep running and fogd adopts them on restart).
-    #[arg(long)]
-    leave_servers_running: bool,
-    /// Largest accepted request body in bytes.
-    #[arg(long, default_value_t = 1024 * 1024)]
-    max_body_bytes: usize,
-    /// Address failover-group listeners (read-write and read-only endpoints) bind to.
-    #[arg(long, env = "FOGD_LISTENER_HOST", default_value = "127.0.0.1")]
-    listener_host: String,
-    /// Port range for failover-group listeners, e.g. 16000-16999 (default: free ports
-    /// chosen by the OS; a re-created group gets its old ports back when free).
-    #[arg(long, env = "FOGD_LISTENER_PORTS", value_parser = parse_range)]
-    listener_ports: Option<(u16, u16)>,
-    /// Smallest failoverWithDataLossGracePeriodMinutes accepted (Azure: 60).
-    #[arg(long, env = "FOGD_MIN_GRACE_PERIOD_MINUTES", default_value_t = 60)]
-    min_grace_period_minutes: i64,
-    /// How long a connection that reaches a read-write listener during a role switch
-    /// waits for the new primary before it is refused, in milliseconds.
-    #[arg(long, default_value_t = 5000)]
-    listener_hold_ms: u64,
-    /// How long a planned failover waits for the old primary to stop and the new one to
-    /// catch up before it gives up with PlannedFailoverTimedOut (group unchanged), in ms.
-    #[arg(
-        long,
-        env = "FOGD_PLANNED_FAILOVER_TIMEOUT_MS",
-        default_value_t = 30_000
-    )]
-    planned_failover_timeout_ms: u64,
-    /// How often the replication observer probes every group, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    observe_interval_ms: u64,
-}
-
-fn parse_range(s: &str) -> Result<(u16, u16), String> {
-    let (a, b) = s
-        .split_once('-')
-        .ok_or_else(|| "expected START-END".to_string())?;
-    let a: u16 = a.trim().parse().map_err(|e| format!("{e}"))?;
-    let b: u16 = b.trim().parse().map_err(|e| format!("{e}"))?;
-    if a == 0 || a > b {
-        return Err("expected 0 < START <= END".into());
-    }
-    Ok((a, b))
-}
-
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let args = match cli.command {
+        Command::ConfigExample => {
+            print!("{}", config::example_toml());
+            return ExitCode::SUCCESS;
+        }
+        Command::Serve(args) => *args,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
-    match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+    let config_file = args.config.clone();
+    // A configuration mistake is a usage error, like a bad flag (status 2).
+    let settings = match Settings::load(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(config_file = ?config_file, ?settings, "settings");
+    let outcome = tokio::runtime::Runtime::new()
+        .context("start the async runtime")
+        .and_then(|runtime| runtime.block_on(serve(settings)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
+/// The endpoint clients should use: `public_url`, else the bound address (a wildcard
+/// address becomes the loopback address of its family, which the certificate covers).
+fn client_endpoint(public_url: Option<&str>, bound: SocketAddr) -> String {
+    if let Some(u) = public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let mut addr = bound;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("https://{addr}")
+}
+
+async fn serve(settings: Settings) -> Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let dir = &args.data_dir;
+    let dir = &std::path::absolute(&settings.data_dir)
+        .with_context(|| format!("resolve {}", settings.data_dir.display()))?;
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     datadir::restrict(dir, 0o711)?;
 
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-    names.push(args.listen.ip().to_string());
-    names.extend(args.tls_san.iter().cloned());
+    names.push(settings.listen.ip().to_string());
+    names.extend(settings.tls_san.iter().cloned());
     names.sort();
     names.dedup();
     let tls_files = tls::ensure(dir, &names)?;
@@ -152,10 +159,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
         uuid::Uuid::new_v4().to_string()
     })?;
 
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("install the metrics recorder")?;
+    let metrics = fog_api::MetricsRender(Arc::new(move || prometheus.render()));
+
     let store = Arc::new(SqliteStore::open(&dir.join("store.sqlite")).context("open the store")?);
     let agent = LocalAgent::new(PgSettings {
-        bin_dir: args.pg_bin_dir.clone(),
-        os_user: args.pg_os_user.clone(),
+        bin_dir: settings.pg_bin_dir.clone(),
+        os_user: settings.pg_os_user.clone(),
     })?;
     let servers_dir = dir.join("instances");
     agent.prepare_root(&servers_dir)?;
@@ -164,12 +176,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Arc::new(agent),
         OrchestratorConfig {
             servers_dir,
-            server_host: args.server_host.clone(),
-            port_range: args.server_ports,
-            listener_host: args.listener_host.clone(),
-            listener_ports: args.listener_ports,
-            min_grace_minutes: args.min_grace_period_minutes,
-            planned_failover_timeout: Duration::from_millis(args.planned_failover_timeout_ms),
+            server_host: settings.server_host.clone(),
+            port_range: settings.server_ports.map(config::PortRange::as_tuple),
+            listener_host: settings.listener_host.clone(),
+            listener_ports: settings.listener_ports.map(config::PortRange::as_tuple),
+            min_grace_minutes: settings.min_grace_period_minutes,
+            planned_failover_timeout: Duration::from_millis(settings.planned_failover_timeout_ms),
+            probe_interval: Duration::from_millis(settings.probe_interval_ms.max(10)),
+            probe_timeout: Duration::from_millis(settings.probe_timeout_ms.max(10)),
+            grace_period_unit: Duration::from_millis(settings.grace_period_unit_ms),
+            rejoin_retry_interval: Duration::from_millis(settings.rejoin_retry_ms.max(10)),
             ..Default::default()
         },
     );
@@ -180,22 +196,22 @@ async fn serve(args: ServeArgs) -> Result<()> {
 
     tokio::spawn(routing::run(
         orch.store().clone(),
-        args.listener_host.clone(),
+        settings.listener_host.clone(),
         fog_listener::ListenerConfig {
-            hold_bound: Duration::from_millis(args.listener_hold_ms),
+            hold_bound: Duration::from_millis(settings.listener_hold_ms),
             ..Default::default()
         },
     ));
-    let interval = Duration::from_millis(args.observe_interval_ms);
-    tokio::spawn(orch.clone().run_observer(interval, Duration::from_secs(2)));
+    tokio::spawn(orch.clone().run_health_monitor());
 
     let app = fog_api::router(
         orch.clone(),
         fog_api::ApiConfig {
             admin_token: token,
-            dns_suffix: args.dns_suffix.clone(),
-            public_url: args.public_url.clone(),
-            max_body_bytes: args.max_body_bytes,
+            dns_suffix: settings.dns_suffix.clone(),
+            public_url: settings.public_url.clone(),
+            max_body_bytes: settings.max_body_bytes,
+            metrics: Some(metrics),
         },
     );
     let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(
@@ -206,7 +222,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     .context("load the TLS certificate")?;
     let handle = axum_server::Handle::new();
     let server = tokio::spawn(
-        axum_server::bind_rustls(args.listen, rustls)
+        axum_server::bind_rustls(settings.listen, rustls)
             .handle(handle.clone())
             .serve(app.into_make_service()),
     );
@@ -214,18 +230,27 @@ async fn serve(args: ServeArgs) -> Result<()> {
         let outcome = server.await.context("API server task")?;
         return Err(match outcome {
             Ok(()) => anyhow::anyhow!("the API server stopped before listening"),
-            Err(e) => anyhow::Error::new(e).context(format!("listen on {}", args.listen)),
+            Err(e) => anyhow::Error::new(e).context(format!("listen on {}", settings.listen)),
         });
     };
     let url = format!("https://{bound}");
-    // Atomically: scripts poll for this file and must never read it half-written.
-    let tmp = dir.join("api-url.tmp");
-    std::fs::write(&tmp, format!("{url}\n")).context("write api-url")?;
-    std::fs::rename(&tmp, dir.join("api-url")).context("write api-url")?;
+    // Atomically: scripts poll for these files and must never read one half-written.
+    // client.toml goes first, so that once api-url appears client.toml is current too.
+    datadir::write_client_config(
+        &dir.join("client.toml"),
+        &datadir::ClientConfig {
+            endpoint: client_endpoint(settings.public_url.as_deref(), bound),
+            ca_file: tls_files.ca_cert.clone(),
+            token_file: dir.join("admin-token"),
+            subscription_id: subscription.clone(),
+        },
+    )?;
+    datadir::write_public(&dir.join("api-url"), &format!("{url}\n"))?;
     tracing::info!(
         api = %url,
         ca = %tls_files.ca_cert.display(),
         token_file = %dir.join("admin-token").display(),
+        client_config = %dir.join("client.toml").display(),
         subscription = %subscription,
         "fogd is serving"
     );
@@ -234,7 +259,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     tracing::info!("shutting down");
     handle.graceful_shutdown(Some(Duration::from_secs(10)));
     let _ = server.await;
-    if args.leave_servers_running {
+    if settings.leave_servers_running {
         tracing::info!("leaving PostgreSQL servers running");
     } else {
         orch.stop_all_servers().await;
@@ -256,5 +281,30 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn client_endpoint_prefers_public_url_and_never_names_a_wildcard() {
+        let bound: SocketAddr = "0.0.0.0:8443".parse().unwrap();
+        assert_eq!(client_endpoint(None, bound), "https://127.0.0.1:8443");
+        let bound: SocketAddr = "[::]:9000".parse().unwrap();
+        assert_eq!(client_endpoint(None, bound), "https://[::1]:9000");
+        let bound: SocketAddr = "10.1.2.3:8443".parse().unwrap();
+        assert_eq!(client_endpoint(None, bound), "https://10.1.2.3:8443");
+        assert_eq!(
+            client_endpoint(Some("https://fogd.example.com/"), bound),
+            "https://fogd.example.com"
+        );
     }
 }
