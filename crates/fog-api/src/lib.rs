@@ -35,6 +35,18 @@ pub struct ApiConfig {
     pub public_url: Option<String>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Renders the Prometheus text exposition served at `/metrics` (no endpoint if `None`).
+    pub metrics: Option<MetricsRender>,
+}
+
+/// Renders the process's metrics in Prometheus text format.
+#[derive(Clone)]
+pub struct MetricsRender(pub Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for MetricsRender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsRender")
+    }
 }
 
 #[derive(Clone)]
@@ -122,13 +134,19 @@ async fn dispatch(
             .headers_mut()
             .insert("x-ms-client-request-id", id.clone());
     }
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
     tracing::info!(
         method = %method,
         path = uri.path(),
-        status = response.status().as_u16(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
+        status,
+        elapsed_ms = elapsed.as_millis() as u64,
         "request"
     );
+    metrics::counter!("fogd_api_requests_total", "method" => method.to_string(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("fogd_api_request_duration_seconds", "method" => method.to_string())
+        .record(elapsed.as_secs_f64());
     response
 }
 
@@ -140,6 +158,19 @@ async fn handle(
     body: Body,
 ) -> Result<Response, ArmError> {
     authenticate(headers, &api.config.admin_token)?;
+    if uri.path() == "/metrics" && *method == Method::GET {
+        if let Some(render) = &api.config.metrics {
+            return Ok((
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                (render.0)(),
+            )
+                .into_response());
+        }
+    }
     let route = route::parse(uri.path())?;
     let api_version = query_param(uri, "api-version");
     // Polling URLs are dereferenced as given; their api-version is not checked.
@@ -231,6 +262,21 @@ async fn handle(
         ) => {
             let (g, side) = ctx.group(&scope, &location, &name).await?;
             Ok(json(StatusCode::OK, ctx.group_view(&g, side).await?))
+        }
+        (
+            Method::GET,
+            Route::FailoverGroupEvents {
+                scope,
+                location,
+                name,
+            },
+        ) => {
+            let (g, _) = ctx.group(&scope, &location, &name).await?;
+            let events = catalog::events(api.orch.store().as_ref(), &g.name)
+                .await
+                .map_err(store_err)?;
+            let value: Vec<_> = events.iter().map(|e| e.view()).collect();
+            Ok(json(StatusCode::OK, serde_json::json!({ "value": value })))
         }
         (
             Method::PUT,
@@ -568,33 +614,31 @@ impl Ctx<'_> {
         Ok((g, side))
     }
 
-    /// The replication state to report: set by a running operation while it seeds,
-    /// otherwise what the observer last saw.
-    async fn group_state(&self, g: &FailoverGroupRecord) -> Result<ReplicationState, ArmError> {
-        if matches!(
-            g.replication_state,
-            ReplicationState::Pending | ReplicationState::Seeding
-        ) {
-            return Ok(g.replication_state);
-        }
-        Ok(catalog::observed(self.api.orch.store().as_ref(), &g.name)
-            .await
-            .map_err(store_err)?
-            .map(|o| o.replication_state)
-            .unwrap_or(g.replication_state))
-    }
-
+    /// The group as seen from `side`. The replication state is the one a running
+    /// operation sets while it seeds, otherwise what the health monitor last saw; health and
+    /// lag come from the monitor's observation under the group's current generation.
     async fn group_view(
         &self,
         g: &FailoverGroupRecord,
         side: Side,
     ) -> Result<serde_json::Value, ArmError> {
-        let state = self.group_state(g).await?;
+        let observed = catalog::observed(self.api.orch.store().as_ref(), &g.name)
+            .await
+            .map_err(store_err)?;
+        let state = match (&observed, g.replication_state) {
+            (_, s @ (ReplicationState::Pending | ReplicationState::Seeding)) => s,
+            (Some(o), _) => o.replication_state,
+            (None, s) => s,
+        };
         let addresses = ListenerAddresses {
             host: self.api.orch.config().listener_host.clone(),
             dns_suffix: self.api.config.dns_suffix.clone(),
         };
-        Ok(g.view(side, state, &addresses))
+        let mut view = g.view(side, state, &addresses);
+        if let Some(o) = observed.filter(|o| o.generation == g.generation) {
+            o.view_properties(&mut view["properties"]);
+        }
+        Ok(view)
     }
 
     /// `failoverGroupId` for databases seen through `inst`: the group's id from its side.

@@ -40,6 +40,12 @@ pub enum Route {
         name: String,
         planned: bool,
     },
+    /// GET `…/{name}/events`: the group's history (a fogd extension).
+    FailoverGroupEvents {
+        scope: Scope,
+        location: String,
+        name: String,
+    },
     Operation {
         subscription: String,
         kind: OperationKind,
@@ -109,6 +115,11 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
         return match rest {
             [_, _, _] => Ok(Route::FailoverGroups { scope, location }),
             [_, _, _, name] => Ok(Route::FailoverGroup {
+                scope,
+                location,
+                name: name.to_string(),
+            }),
+            [_, _, _, name, events] if is(events, "events") => Ok(Route::FailoverGroupEvents {
                 scope,
                 location,
                 name: name.to_string(),

@@ -92,6 +92,22 @@ pub struct ReplicationStatus {
     pub streaming_standbys: Vec<String>,
 }
 
+/// What one health probe of a server found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthProbe {
+    /// The server is a standby.
+    pub in_recovery: bool,
+    /// `pg_stat_wal_receiver.status` on a standby (`streaming` when healthy).
+    pub receiver_status: Option<String>,
+    /// A primary's current WAL position (after the write probe); a standby's replay position.
+    pub wal_lsn: Option<String>,
+    /// On a standby: milliseconds since the primary committed the last transaction the
+    /// standby replayed (the primary's heartbeat writes keep this meaningful when idle).
+    pub replay_age_ms: Option<u64>,
+    /// On a primary asked for a write probe: the heartbeat row was written and committed.
+    pub wrote: bool,
+}
+
 /// Everything the agent needs to know to address one server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSpec {
@@ -119,6 +135,8 @@ impl ServerSpec {
 pub struct ServerStatus {
     pub initialized: bool,
     pub running: bool,
+    /// The data directory is there (a server that is down can be rewound or started).
+    pub has_data: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +232,10 @@ pub trait InstanceAgent: Send + Sync + 'static {
     /// Promotes a standby to a read-write primary (no-op on a primary), checkpoints, and
     /// forgets its upstream.
     async fn promote(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError>;
+    /// A health probe: connects, reads the server's role and WAL position and, when
+    /// `write` is set and the server is a primary, commits a heartbeat row (locally
+    /// durable; never waits for a synchronous standby).
+    async fn probe(&self, spec: &ServerSpec, write: bool) -> Result<HealthProbe, EngineError>;
     /// Observes replication on the server.
     async fn replication_status(&self, spec: &ServerSpec)
         -> Result<ReplicationStatus, EngineError>;

@@ -7,9 +7,9 @@
 
 use crate::sql::{self, ident, literal};
 use crate::{
-    fence, parse_lsn, EngineError, Generation, InstanceAgent, ProgressFn, ReplicationSource,
-    ReplicationStatus, RewindReport, SeedProgress, ServerSpec, ServerStatus, ShutdownState,
-    REPLICATOR, SUPERUSER,
+    fence, parse_lsn, EngineError, Generation, HealthProbe, InstanceAgent, ProgressFn,
+    ReplicationSource, ReplicationStatus, RewindReport, SeedProgress, ServerSpec, ServerStatus,
+    ShutdownState, REPLICATOR, SUPERUSER,
 };
 use async_trait::async_trait;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -572,6 +572,7 @@ impl InstanceAgent for LocalAgent {
         Ok(ServerStatus {
             initialized: Self::marker(spec).exists(),
             running: self.is_running(spec).await?,
+            has_data: spec.pgdata().join("PG_VERSION").exists(),
         })
     }
 
@@ -966,6 +967,53 @@ impl InstanceAgent for LocalAgent {
         self.configure_standby(spec, source)?;
         self.ensure_running(spec, gen).await?;
         Ok(report)
+    }
+
+    async fn probe(&self, spec: &ServerSpec, write: bool) -> Result<HealthProbe, EngineError> {
+        let c = sql::connect(spec, "postgres").await?;
+        let role = c
+            .query_one(
+                "SELECT pg_is_in_recovery(), (SELECT status FROM pg_stat_wal_receiver LIMIT 1)",
+                &[],
+            )
+            .await
+            .map_err(|e| sql::err(spec, e))?;
+        let in_recovery: bool = role.get(0);
+        let mut wrote = false;
+        if write && !in_recovery {
+            const BEAT: &str = "SET synchronous_commit = local; \
+                INSERT INTO fogd.heartbeat VALUES (1, now()) \
+                ON CONFLICT (id) DO UPDATE SET at = excluded.at";
+            if c.batch_execute(BEAT).await.is_err() {
+                // First probe of this server: make the table, then beat.
+                c.batch_execute(
+                    "CREATE SCHEMA IF NOT EXISTS fogd; \
+                     CREATE TABLE IF NOT EXISTS fogd.heartbeat \
+                       (id int PRIMARY KEY, at timestamptz NOT NULL)",
+                )
+                .await
+                .map_err(|e| sql::err(spec, e))?;
+                c.batch_execute(BEAT).await.map_err(|e| sql::err(spec, e))?;
+            }
+            wrote = true;
+        }
+        let pos = c
+            .query_one(
+                "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                             ELSE pg_current_wal_lsn() END::text,
+                        (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint",
+                &[],
+            )
+            .await
+            .map_err(|e| sql::err(spec, e))?;
+        let age: Option<i64> = pos.get(1);
+        Ok(HealthProbe {
+            in_recovery,
+            receiver_status: role.get(1),
+            wal_lsn: pos.get(0),
+            replay_age_ms: age.filter(|_| in_recovery).map(|a| a.max(0) as u64),
+            wrote,
+        })
     }
 
     async fn replication_status(

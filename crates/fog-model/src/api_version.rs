@@ -19,6 +19,9 @@ pub const SUPPORTED: &[&str] = &[
     "2021-11-01",
 ];
 
+/// The version fogd uses for operations it starts by itself (automatic failover, rejoin).
+pub const LATEST_STABLE: &str = "2025-01-01";
+
 /// Checks the `api-version` query value; a missing one and an unknown one get ARM's errors.
 pub fn check(value: Option<&str>) -> Result<&str, ArmError> {
     match value {

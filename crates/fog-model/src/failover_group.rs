@@ -308,6 +308,9 @@ pub struct FailoverReport {
     pub data_loss: Option<DataLoss>,
     /// How the old primary came back: `followed`, `rewound`, `reseeded`, or the error.
     pub old_primary: String,
+    /// Why the failover happened (requested through the API, or the automatic policy).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 impl FailoverReport {
@@ -321,6 +324,9 @@ impl FailoverReport {
             "durationMs": self.duration_ms,
             "oldPrimary": self.old_primary,
         });
+        if let Some(r) = &self.reason {
+            v["reason"] = r.clone().into();
+        }
         if let Some(l) = &self.data_loss {
             v["dataLoss"] =
                 serde_json::json!({ "fromLsn": l.from_lsn, "toLsn": l.to_lsn, "bytes": l.bytes });
@@ -329,19 +335,7 @@ impl FailoverReport {
     }
 }
 
-/// What the health observer last saw of a group (format [`ObservedGroup::FORMAT`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObservedGroup {
-    pub replication_state: ReplicationState,
-    pub primary_available: bool,
-    pub secondary_available: bool,
-    /// The group generation the observation was made under.
-    pub generation: u64,
-}
-
-impl ObservedGroup {
-    pub const FORMAT: u32 = 1;
-}
+pub use crate::health::ObservedGroup;
 
 /// Which member an address names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

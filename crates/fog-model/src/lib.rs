@@ -15,6 +15,7 @@ pub mod body;
 pub mod database;
 pub mod error;
 pub mod failover_group;
+pub mod health;
 pub mod ids;
 pub mod instance;
 pub mod names;
@@ -42,5 +43,7 @@ persisted!(
     DatabaseRecord,
     OperationRecord,
     FailoverGroupRecord,
-    failover_group::ObservedGroup
+    health::ObservedGroup,
+    health::InstanceHealth,
+    health::GroupEvent
 );

@@ -78,6 +78,14 @@ pub enum Action {
     FailoverGroup {
         name: String,
         planned: bool,
+        /// Why fogd started it by itself (automatic failover); `None` for API requests.
+        #[serde(default)]
+        automatic: Option<String>,
+    },
+    /// Re-attaches a former primary as the group's secondary (fence, rewind, follow,
+    /// link): started by the health monitor once the old primary is reachable again.
+    RejoinGroup {
+        name: String,
     },
 }
 

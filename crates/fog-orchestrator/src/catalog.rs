@@ -12,8 +12,11 @@
 //! | `failover-groups/{name}` | [`FailoverGroupRecord`] (names are global, like DNS names) |
 //! | `observed/failover-groups/{name}` | [`ObservedGroup`] written by the health observer |
 //! | `listener-ports/{name}` | [`ListenerPorts`] last used by a group name (reused on re-create) |
+//! | `observed/instances/{uid}` | [`InstanceHealth`] written by the health monitor |
+//! | `events/{group}/{unix-nanos}-{nonce}` | [`GroupEvent`]s of a group, in time order |
 
 use fog_model::failover_group::{ListenerPorts, ObservedGroup};
+use fog_model::health::{GroupEvent, InstanceHealth};
 use fog_model::{
     DatabaseRecord, FailoverGroupRecord, InstanceRecord, ManagedInstanceId, OperationRecord, Scope,
 };
@@ -142,6 +145,45 @@ pub fn group_key(name: &str) -> String {
 
 pub fn observed_key(name: &str) -> String {
     format!("observed/failover-groups/{}", name.to_lowercase())
+}
+
+pub fn instance_health_key(uid: &str) -> String {
+    format!("observed/instances/{uid}")
+}
+
+fn events_prefix(group: &str) -> String {
+    format!("events/{}/", group.to_lowercase())
+}
+
+/// Appends `event` to `group`'s history (a key of its own, ordered by time).
+pub fn event_write(group: &str, event: &GroupEvent) -> fog_store::Write {
+    let nanos = event.time.unix_timestamp_nanos().max(0);
+    let nonce: u32 = rand::random();
+    typed::put(
+        format!("{}{nanos:020}-{nonce:08x}", events_prefix(group)),
+        event,
+        fog_store::Precondition::Absent,
+    )
+}
+
+/// A group's history, oldest first.
+pub async fn events(store: &dyn Store, group: &str) -> Result<Vec<GroupEvent>, StoreError> {
+    let mut all: Vec<GroupEvent> = typed::list(store, &events_prefix(group))
+        .await?
+        .into_iter()
+        .map(|(_, v)| v.value)
+        .collect();
+    all.sort_by_key(|e| e.time);
+    Ok(all)
+}
+
+pub async fn instance_health(
+    store: &dyn Store,
+    uid: &str,
+) -> Result<Option<InstanceHealth>, StoreError> {
+    Ok(typed::get(store, &instance_health_key(uid))
+        .await?
+        .map(|v| v.value))
 }
 
 pub fn listener_ports_key(name: &str) -> String {

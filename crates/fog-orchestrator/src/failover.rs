@@ -18,6 +18,8 @@ use crate::catalog;
 use crate::steps::Outcome;
 use crate::{store_err, Orchestrator};
 use fog_model::failover_group::{DataLoss, FailoverReport, ReplicationState, Switch};
+use fog_model::health::{EventKind, GroupEvent};
+use fog_model::Action;
 use fog_model::{ArmError, FailoverGroupRecord, InstanceRecord, OperationRecord};
 use fog_store::typed::{put, Versioned};
 use fog_store::{Precondition, Write};
@@ -119,8 +121,17 @@ pub(crate) async fn execute(
                     routed: false,
                     started: OffsetDateTime::now_utc(),
                 });
-                let gens = with_generation([primary, secondary], next.generation);
-                save(o, group, &next, gens).await?;
+                let mut writes = with_generation([primary, secondary], next.generation);
+                writes.push(event(
+                    g,
+                    EventKind::Fenced,
+                    next.generation,
+                    format!(
+                        "generation {} → {}: the read-write listener closed every session to {} and holds new ones; commands under older generations are refused",
+                        g.generation, next.generation, old.value.id.name
+                    ),
+                ));
+                save(o, group, &next, writes).await?;
                 tracing::info!(group = %g.name, generation = next.generation, planned, "failover: fenced");
             }
         }
@@ -204,6 +215,15 @@ pub(crate) async fn execute(
                         Precondition::Any,
                     ));
                 }
+                extra.push(event(
+                    g,
+                    EventKind::RoleChanged,
+                    gen,
+                    format!(
+                        "{} is now the primary and {} the secondary; the read-write listener routes to {}",
+                        new.value.id.name, old.value.id.name, new.value.id.name
+                    ),
+                ));
                 save(o, group, &next, extra).await?;
                 tracing::info!(group = %g.name, primary = %new.value.id.name, generation = gen, "failover: writes routed to the new primary");
             }
@@ -212,45 +232,8 @@ pub(crate) async fn execute(
             if !g.secondary_needs_rejoin {
                 return Ok(Outcome::Continue);
             }
-            let old_spec = o.server_spec(&old.value).await?;
-            let new_spec = o.server_spec(&new.value).await?;
-            let source = o
-                .replication_source(&new.value, &old.value.uid, &g.slot)
-                .await?;
-            agent
-                .ensure_slot(&new_spec, &g.slot)
-                .await
-                .map_err(engine(step))?;
             let clean = planned && g.switch.as_ref().is_some_and(|s| !s.old_primary_stale);
-            let (outcome, loss) = if clean {
-                match agent.follow(&old_spec, &source, gen).await {
-                    Ok(()) => ("followed".to_string(), None),
-                    Err(e) => (format!("rejoin failed: {e}"), None),
-                }
-            } else {
-                match agent
-                    .rewind_and_follow(&old_spec, &new_spec, &source, gen)
-                    .await
-                {
-                    Ok(r) => {
-                        let loss = match (&r.diverged_at, &r.old_end) {
-                            (Some(from), Some(to)) if r.lost_bytes > 0 => Some(DataLoss {
-                                from_lsn: from.clone(),
-                                to_lsn: to.clone(),
-                                bytes: r.lost_bytes,
-                            }),
-                            _ => None,
-                        };
-                        let how = if r.reseeded { "reseeded" } else { "rewound" };
-                        (how.to_string(), loss)
-                    }
-                    Err(e) => (format!("rejoin failed: {e}"), None),
-                }
-            };
-            // The old slot (for the former secondary) is useless on the new standby.
-            let _ = agent
-                .drop_slot(&old_spec, &format!("fogd_{}", new.value.uid))
-                .await;
+            let (outcome, loss) = reattach(o, g, &old.value, &new.value, clean).await?;
             let mut next = g.clone();
             next.secondary_needs_rejoin = outcome.starts_with("rejoin failed");
             let started = g
@@ -258,6 +241,14 @@ pub(crate) async fn execute(
                 .as_ref()
                 .map(|s| s.started)
                 .unwrap_or_else(OffsetDateTime::now_utc);
+            let reason = match &op.action {
+                Action::FailoverGroup {
+                    automatic: Some(r), ..
+                } => r.clone(),
+                _ if planned => "planned failover requested through the API".to_string(),
+                _ => "forced failover requested through the API".to_string(),
+            };
+            let events = rejoin_events(g, &old.value.id.name, &outcome, loss.as_ref());
             next.last_failover = Some(FailoverReport {
                 planned,
                 at: started,
@@ -267,8 +258,9 @@ pub(crate) async fn execute(
                 duration_ms: 0,
                 data_loss: loss,
                 old_primary: outcome,
+                reason: Some(reason),
             });
-            save(o, group, &next, vec![]).await?;
+            save(o, group, &next, events).await?;
         }
         "failover.link" => {
             // `primary` is the new primary once routed.
@@ -288,12 +280,35 @@ pub(crate) async fn execute(
             } else {
                 ReplicationState::CatchUp
             };
+            let kind = match &op.action {
+                Action::FailoverGroup {
+                    automatic: Some(_), ..
+                } => "automatic",
+                _ if planned => "planned",
+                _ => "forced",
+            };
+            let ms = next.last_failover.as_ref().map_or(0, |r| r.duration_ms);
+            metrics::counter!("fogd_failovers_total", "group" => g.name.clone(), "type" => kind)
+                .increment(1);
+            metrics::histogram!("fogd_failover_duration_seconds", "type" => kind)
+                .record(ms as f64 / 1000.0);
             tracing::info!(group = %g.name, primary = %next.primary.instance.name, "failover finished");
-            return Ok(Outcome::Finished(vec![put(
-                catalog::group_key(&g.name),
-                &next,
-                Precondition::Revision(group.revision),
-            )]));
+            return Ok(Outcome::Finished(vec![
+                put(
+                    catalog::group_key(&g.name),
+                    &next,
+                    Precondition::Revision(group.revision),
+                ),
+                event(
+                    g,
+                    EventKind::FailoverFinished,
+                    gen,
+                    format!(
+                        "{kind} failover finished in {ms} ms; {} is the primary",
+                        next.primary.instance.name
+                    ),
+                ),
+            ]));
         }
         other => return Err(ArmError::internal(format!("unknown step '{other}'"))),
     }
@@ -342,11 +357,22 @@ pub(crate) async fn compensate(
         next.switch = None;
         next.replication_state = ReplicationState::Suspended;
         tracing::error!(group = %g.name, "failover failed after promotion: roles stay switched; the old primary needs a rejoin");
-        return vec![put(
-            catalog::group_key(&g.name),
-            &next,
-            Precondition::Revision(group.revision),
-        )];
+        return vec![
+            put(
+                catalog::group_key(&g.name),
+                &next,
+                Precondition::Revision(group.revision),
+            ),
+            event(
+                g,
+                EventKind::RejoinFailed,
+                g.generation,
+                format!(
+                    "failover failed at step '{}' after promotion: {} is the primary; the former primary will be re-attached when reachable",
+                    op.step, next.primary.instance.name
+                ),
+            ),
+        ];
     }
     // Undo: the old primary takes writes again, under a newer generation.
     next.switch = None;
@@ -357,11 +383,180 @@ pub(crate) async fn compensate(
         }
     }
     tracing::warn!(group = %g.name, "failover aborted; the primary is unchanged");
-    let mut writes = vec![put(
-        catalog::group_key(&g.name),
-        &next,
-        Precondition::Revision(group.revision),
-    )];
+    let mut writes = vec![
+        put(
+            catalog::group_key(&g.name),
+            &next,
+            Precondition::Revision(group.revision),
+        ),
+        event(
+            g,
+            EventKind::FailoverAborted,
+            next.generation,
+            format!(
+                "failover aborted at step '{}'; {} stays the primary (generation {})",
+                op.step, primary.value.id.name, next.generation
+            ),
+        ),
+    ];
     writes.extend(with_generation([primary, secondary], next.generation));
     writes
+}
+
+fn event(g: &FailoverGroupRecord, kind: EventKind, generation: u64, message: String) -> Write {
+    catalog::event_write(&g.name, &GroupEvent::new(kind, generation, message))
+}
+
+/// Events that tell how a former primary came back, and what it lost.
+fn rejoin_events(
+    g: &FailoverGroupRecord,
+    old: &str,
+    outcome: &str,
+    loss: Option<&DataLoss>,
+) -> Vec<Write> {
+    let mut writes = Vec::new();
+    if let Some(l) = loss {
+        writes.push(event(
+            g,
+            EventKind::DataLoss,
+            g.generation,
+            format!(
+                "{old} had {} bytes of WAL the new primary never received ({} to {}); those transactions are lost",
+                l.bytes, l.from_lsn, l.to_lsn
+            ),
+        ));
+    }
+    if outcome.starts_with("rejoin failed") {
+        writes.push(event(
+            g,
+            EventKind::RejoinFailed,
+            g.generation,
+            format!(
+                "{old} could not be re-attached yet ({outcome}); fogd retries when it is reachable"
+            ),
+        ));
+    } else {
+        writes.push(event(
+            g,
+            EventKind::OldPrimaryRejoined,
+            g.generation,
+            format!("{old} re-attached as the secondary ({outcome})"),
+        ));
+    }
+    writes
+}
+
+/// Re-attaches the former primary `old` as a standby of `new`: a clean follow after a
+/// planned switch, otherwise pg_rewind (re-seeding when rewinding is impossible). Returns
+/// how it went (`followed`, `rewound`, `reseeded` or `rejoin failed: …`) and the WAL the
+/// old primary had that the new one lacks.
+async fn reattach(
+    o: &Orchestrator,
+    g: &FailoverGroupRecord,
+    old: &InstanceRecord,
+    new: &InstanceRecord,
+    clean: bool,
+) -> Result<(String, Option<DataLoss>), ArmError> {
+    let agent = o.agent.as_ref();
+    let gen = g.generation;
+    let step = "rejoin";
+    let old_spec = o.server_spec(old).await?;
+    let new_spec = o.server_spec(new).await?;
+    let source = o.replication_source(new, &old.uid, &g.slot).await?;
+    agent
+        .ensure_slot(&new_spec, &g.slot)
+        .await
+        .map_err(engine(step))?;
+    let (outcome, loss) = if clean {
+        match agent.follow(&old_spec, &source, gen).await {
+            Ok(()) => ("followed".to_string(), None),
+            Err(e) => (format!("rejoin failed: {e}"), None),
+        }
+    } else {
+        match agent
+            .rewind_and_follow(&old_spec, &new_spec, &source, gen)
+            .await
+        {
+            Ok(r) => {
+                let loss = match (&r.diverged_at, &r.old_end) {
+                    (Some(from), Some(to)) if r.lost_bytes > 0 => Some(DataLoss {
+                        from_lsn: from.clone(),
+                        to_lsn: to.clone(),
+                        bytes: r.lost_bytes,
+                    }),
+                    _ => None,
+                };
+                let how = if r.reseeded { "reseeded" } else { "rewound" };
+                (how.to_string(), loss)
+            }
+            Err(e) => (format!("rejoin failed: {e}"), None),
+        }
+    };
+    // The old slot (for the former secondary) is useless on the new standby.
+    let _ = agent
+        .drop_slot(&old_spec, &format!("fogd_{}", new.uid))
+        .await;
+    Ok((outcome, loss))
+}
+
+/// Steps of [`Action::RejoinGroup`]: the group's `secondary` is a former primary.
+///
+/// | step | does |
+/// | --- | --- |
+/// | `rejoin.fence` | stop it at once if it runs (it may have come back writable on its old history) |
+/// | `rejoin.rewind` | pg_rewind onto the primary's history (re-seed if impossible) and follow |
+/// | `rejoin.link` | point `sp_wait_for_database_copy_sync` on the primary at it |
+/// | `rejoin.finish` | clear `secondary_needs_rejoin`, report what it lost |
+pub(crate) async fn rejoin(
+    o: &Orchestrator,
+    op: &OperationRecord,
+    group: &Versioned<FailoverGroupRecord>,
+    primary: &Versioned<InstanceRecord>,
+    secondary: &Versioned<InstanceRecord>,
+) -> Result<Outcome, ArmError> {
+    let g = &group.value;
+    let step = op.step.as_str();
+    match step {
+        "rejoin.fence" => {
+            let spec = o.server_spec(&secondary.value).await?;
+            o.agent
+                .kill(&spec, g.generation)
+                .await
+                .map_err(engine(step))?;
+        }
+        "rejoin.rewind" => {
+            if g.secondary_needs_rejoin {
+                let (outcome, loss) =
+                    reattach(o, g, &secondary.value, &primary.value, false).await?;
+                if outcome.starts_with("rejoin failed") {
+                    return Err(ArmError::new(500, "OperationFailed", outcome));
+                }
+                let mut next = g.clone();
+                next.secondary_needs_rejoin = false;
+                if let Some(r) = next.last_failover.as_mut() {
+                    r.old_primary = format!("{outcome} (later)");
+                    if r.data_loss.is_none() {
+                        r.data_loss = loss.clone();
+                    }
+                }
+                let events = rejoin_events(g, &secondary.value.id.name, &outcome, loss.as_ref());
+                save(o, group, &next, events).await?;
+            }
+        }
+        "rejoin.link" => {
+            o.link_group(&primary.value, &secondary.value).await?;
+        }
+        "rejoin.finish" => {
+            let mut next = g.clone();
+            next.active_operation = None;
+            next.replication_state = ReplicationState::CatchUp;
+            return Ok(Outcome::Finished(vec![put(
+                catalog::group_key(&g.name),
+                &next,
+                Precondition::Revision(group.revision),
+            )]));
+        }
+        other => return Err(ArmError::internal(format!("unknown step '{other}'"))),
+    }
+    Ok(Outcome::Continue)
 }

@@ -57,6 +57,12 @@ pub fn step_names(action: &Action) -> Option<&'static [&'static str]> {
             "failover.link",
             "failover.finish",
         ],
+        Action::RejoinGroup { .. } => &[
+            "rejoin.fence",
+            "rejoin.rewind",
+            "rejoin.link",
+            "rejoin.finish",
+        ],
         _ => return None,
     })
 }
@@ -76,7 +82,8 @@ fn group_name(action: &Action) -> &str {
         Action::CreateFailoverGroup { name }
         | Action::UpdateFailoverGroup { name, .. }
         | Action::DeleteFailoverGroup { name }
-        | Action::FailoverGroup { name, .. } => name,
+        | Action::FailoverGroup { name, .. }
+        | Action::RejoinGroup { name } => name,
         _ => "",
     }
 }
@@ -278,11 +285,27 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
             let mut g = group.clone();
             g.replication_state = ReplicationState::CatchUp;
             g.active_operation = None;
-            let mut writes = vec![put(
-                catalog::group_key(name),
-                &g,
-                Precondition::Revision(m.group.revision),
-            )];
+            let created = fog_model::health::GroupEvent::new(
+                fog_model::health::EventKind::GroupCreated,
+                g.generation,
+                format!(
+                    "{} (primary, {}) replicates to {} ({}); listeners on ports {} (read-write) and {} (read-only)",
+                    g.primary.instance.name,
+                    g.primary.location_label,
+                    g.secondary.instance.name,
+                    g.secondary.location_label,
+                    g.listeners.read_write,
+                    g.listeners.read_only
+                ),
+            );
+            let mut writes = vec![
+                put(
+                    catalog::group_key(name),
+                    &g,
+                    Precondition::Revision(m.group.revision),
+                ),
+                catalog::event_write(name, &created),
+            ];
             if let Some(mut secret) = catalog::secret(store, &m.secondary.value.uid)
                 .await
                 .map_err(store_err)?
@@ -361,6 +384,9 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
         (Action::FailoverGroup { planned, .. }, step) if step.starts_with("failover.") => {
             return crate::failover::execute(o, op, &m.group, &m.primary, &m.secondary, *planned)
                 .await;
+        }
+        (Action::RejoinGroup { .. }, step) if step.starts_with("rejoin.") => {
+            return crate::failover::rejoin(o, op, &m.group, &m.primary, &m.secondary).await;
         }
         (_, step) => return Err(ArmError::internal(format!("unknown step '{step}'"))),
     }

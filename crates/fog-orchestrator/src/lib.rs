@@ -20,7 +20,7 @@ pub mod catalog;
 mod failover;
 pub mod failpoint;
 mod group_steps;
-mod observer;
+pub mod health;
 mod runner;
 pub mod steps;
 mod submit;
@@ -55,6 +55,15 @@ pub struct OrchestratorConfig {
     /// How long a planned failover waits for the old primary to stop and for the new one
     /// to replay its final WAL before giving up (`PlannedFailoverTimedOut`, group unchanged).
     pub planned_failover_timeout: std::time::Duration,
+    /// How often the health monitor probes every group's members.
+    pub probe_interval: std::time::Duration,
+    /// How long one probe of one server may take before it counts as failed.
+    pub probe_timeout: std::time::Duration,
+    /// How long one minute of `failoverWithDataLossGracePeriodMinutes` lasts. Sixty seconds
+    /// in production; tests and demos shorten it so an automatic failover is seconds away.
+    pub grace_period_unit: std::time::Duration,
+    /// How often fogd retries re-attaching a former primary that could not rejoin.
+    pub rejoin_retry_interval: std::time::Duration,
 }
 
 impl Default for OrchestratorConfig {
@@ -68,6 +77,10 @@ impl Default for OrchestratorConfig {
             listener_ports: None,
             min_grace_minutes: 60,
             planned_failover_timeout: std::time::Duration::from_secs(30),
+            probe_interval: std::time::Duration::from_secs(1),
+            probe_timeout: std::time::Duration::from_secs(2),
+            grace_period_unit: std::time::Duration::from_secs(60),
+            rejoin_retry_interval: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -80,6 +93,9 @@ pub struct Orchestrator {
     pub(crate) config: Arc<OrchestratorConfig>,
     /// Serialises port choice with the batch that records it.
     pub(crate) port_lock: Arc<tokio::sync::Mutex<()>>,
+    /// When the health monitor last started a rejoin, per group.
+    pub(crate) rejoin_attempts:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>>,
 }
 
 pub(crate) fn store_err(e: StoreError) -> ArmError {
@@ -98,6 +114,7 @@ impl Orchestrator {
             agent,
             config: Arc::new(config),
             port_lock: Arc::new(tokio::sync::Mutex::new(())),
+            rejoin_attempts: Arc::default(),
         }
     }
 

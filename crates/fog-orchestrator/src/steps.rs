@@ -31,7 +31,8 @@ pub fn step_names(action: &Action) -> &'static [&'static str] {
         Action::CreateFailoverGroup { .. }
         | Action::UpdateFailoverGroup { .. }
         | Action::DeleteFailoverGroup { .. }
-        | Action::FailoverGroup { .. } => &[],
+        | Action::FailoverGroup { .. }
+        | Action::RejoinGroup { .. } => &[],
     }
 }
 
@@ -80,7 +81,8 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
         Action::CreateFailoverGroup { .. }
         | Action::UpdateFailoverGroup { .. }
         | Action::DeleteFailoverGroup { .. }
-        | Action::FailoverGroup { .. } => return crate::group_steps::execute(o, op).await,
+        | Action::FailoverGroup { .. }
+        | Action::RejoinGroup { .. } => return crate::group_steps::execute(o, op).await,
     };
     let inst = catalog::instance(store, instance_id)
         .await
@@ -256,7 +258,8 @@ pub(crate) async fn compensate(o: &Orchestrator, op: &OperationRecord) -> Vec<Wr
         Action::CreateFailoverGroup { .. }
         | Action::UpdateFailoverGroup { .. }
         | Action::DeleteFailoverGroup { .. }
-        | Action::FailoverGroup { .. } => crate::group_steps::compensate(o, op).await,
+        | Action::FailoverGroup { .. }
+        | Action::RejoinGroup { .. } => crate::group_steps::compensate(o, op).await,
         Action::CreateInstance { instance, .. } => {
             let Ok(Some(inst)) = catalog::instance(store, instance).await else {
                 return vec![];

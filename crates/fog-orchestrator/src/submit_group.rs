@@ -300,6 +300,7 @@ impl Orchestrator {
                     name: group_name,
                     policies: spec.policies,
                 },
+                vec![],
             )
             .await?;
         Ok(op)
@@ -339,6 +340,7 @@ impl Orchestrator {
                 addr,
                 api_version,
                 Action::DeleteFailoverGroup { name: group_name },
+                vec![],
             )
             .await?;
         Ok(Some(op))
@@ -384,6 +386,19 @@ impl Orchestrator {
             return Err(ArmError::failover_format_mismatch());
         }
         let group_name = g.name.clone();
+        let event = fog_model::health::GroupEvent::new(
+            fog_model::health::EventKind::FailoverStarted,
+            g.generation,
+            format!(
+                "{} failover to {} requested through the API",
+                if planned {
+                    "planned"
+                } else {
+                    "forced (allow data loss)"
+                },
+                g.secondary.instance.name
+            ),
+        );
         let op = self
             .start_group_operation(
                 g,
@@ -393,7 +408,9 @@ impl Orchestrator {
                 Action::FailoverGroup {
                     name: group_name,
                     planned,
+                    automatic: None,
                 },
+                vec![catalog::event_write(name, &event)],
             )
             .await?;
         tracing::info!(group = name, planned, operation = %op.id, "accepted failover");
@@ -402,25 +419,28 @@ impl Orchestrator {
 
     /// Marks the group busy with a new operation (CAS on the revision it was read at, so a
     /// concurrent request gets `InstanceFailoverGroupBusy`) and starts its runner.
-    async fn start_group_operation(
+    pub(crate) async fn start_group_operation(
         &self,
         mut g: FailoverGroupRecord,
         revision: u64,
         addr: &GroupAddress,
         api_version: &str,
         action: Action,
+        extra: Vec<Write>,
     ) -> Result<OperationRecord, ArmError> {
         let op = Self::new_group_operation(addr, api_version, action);
         g.active_operation = Some(op.id.clone());
+        let mut writes = vec![
+            put(
+                catalog::group_key(&g.name),
+                &g,
+                Precondition::Revision(revision),
+            ),
+            put(catalog::operation_key(&op.id), &op, Precondition::Absent),
+        ];
+        writes.extend(extra);
         self.store
-            .commit(vec![
-                put(
-                    catalog::group_key(&g.name),
-                    &g,
-                    Precondition::Revision(revision),
-                ),
-                put(catalog::operation_key(&op.id), &op, Precondition::Absent),
-            ])
+            .commit(writes)
             .await
             .map_err(|e| busy(e, ArmError::ifog_busy()))?;
         self.spawn(op.id.clone());

@@ -37,7 +37,11 @@ pub fn plan(
         g.replication_state,
         ReplicationState::Pending | ReplicationState::Seeding
     );
-    let secondary_up = seeded && observed.is_none_or(|o| o.secondary_available);
+    // A former primary awaiting its rewind serves nobody. An observation from before the
+    // last role change describes the other server, so it says nothing here.
+    let secondary_up = seeded
+        && !g.secondary_needs_rejoin
+        && observed.is_none_or(|o| o.generation != g.generation || o.secondary_available);
     let read_only = if g.policies.secondary_type == "Standby" {
         Target::Refuse(format!(
             "fogd: failover group '{}' has a DR-only standby secondary (secondaryType Standby); its read-only endpoint accepts no connections",
@@ -102,6 +106,7 @@ async fn reconcile(
         if let Some(b) = bound.get(&g.name) {
             b.read_write.set_route(routes.read_write);
             b.read_only.set_route(routes.read_only);
+            export_stats(&g.name, b);
             continue;
         }
         let bind = |port: u16, route: Route| {
@@ -151,6 +156,40 @@ async fn reconcile(
             b.read_write.shutdown().await;
             b.read_only.shutdown().await;
         }
+    }
+}
+
+/// Publishes the listeners' counters as Prometheus metrics.
+fn export_stats(group: &str, b: &Bound) {
+    for (endpoint, l) in [("read_write", &b.read_write), ("read_only", &b.read_only)] {
+        let st = l.stats();
+        let labels = [
+            ("group", group.to_string()),
+            ("endpoint", endpoint.to_string()),
+        ];
+        metrics::counter!("fogd_listener_connections_total", &labels)
+            .absolute(st.connections_total);
+        metrics::gauge!("fogd_listener_connections_active", &labels)
+            .set(st.connections_active as f64);
+        metrics::counter!("fogd_listener_refused_total", &labels).absolute(st.refused_total);
+        metrics::counter!(
+            "fogd_listener_bytes_total",
+            &[
+                ("group", group.to_string()),
+                ("endpoint", endpoint.to_string()),
+                ("direction", "client_to_server".to_string()),
+            ]
+        )
+        .absolute(st.bytes_client_to_server);
+        metrics::counter!(
+            "fogd_listener_bytes_total",
+            &[
+                ("group", group.to_string()),
+                ("endpoint", endpoint.to_string()),
+                ("direction", "server_to_client".to_string()),
+            ]
+        )
+        .absolute(st.bytes_server_to_client);
     }
 }
 
@@ -225,6 +264,14 @@ mod tests {
             primary_available: true,
             secondary_available,
             generation: 7,
+            primary: Default::default(),
+            secondary: Default::default(),
+            lag_bytes: None,
+            lag_ms: None,
+            last_in_sync: None,
+            primary_unavailable_since: None,
+            countdown: None,
+            at: None,
         }
     }
 
@@ -300,6 +347,27 @@ mod tests {
         assert_eq!(
             plan(&switching, Some(&up), p, s).read_write.target,
             Target::Forward(p)
+        );
+        // A former primary awaiting its rewind never serves reads, whatever was observed.
+        let mut rejoining = group("Enabled", "Geo", ReplicationState::Suspended);
+        rejoining.secondary_needs_rejoin = true;
+        assert_eq!(
+            plan(&rejoining, Some(&up), p, s).read_only.target,
+            Target::Forward(p)
+        );
+        // An observation from an older generation describes other roles: not used.
+        let mut stale = observed(false);
+        stale.generation = 6;
+        assert_eq!(
+            plan(
+                &group("Disabled", "Geo", ReplicationState::CatchUp),
+                Some(&stale),
+                p,
+                s
+            )
+            .read_only
+            .target,
+            Target::Forward(s)
         );
     }
 }

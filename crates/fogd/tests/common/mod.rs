@@ -435,3 +435,79 @@ impl Fogd {
         panic!("no running server on port {port}");
     }
 }
+
+impl Fogd {
+    /// The data directory of the (running) server of instance `view`.
+    pub fn pgdata_of(&self, view: &Value) -> PathBuf {
+        let port = view["properties"]["postgresEndpoint"]["port"]
+            .as_u64()
+            .expect("port")
+            .to_string();
+        for e in std::fs::read_dir(self.data.join("instances"))
+            .expect("dir")
+            .flatten()
+        {
+            let pid =
+                std::fs::read_to_string(e.path().join("pgdata/postmaster.pid")).unwrap_or_default();
+            if pid.lines().nth(3).map(str::trim) == Some(port.as_str()) {
+                return e.path().join("pgdata");
+            }
+        }
+        panic!("no running server on port {port}");
+    }
+}
+
+/// SIGKILL to the postmaster of the server in `pgdata` (a crash: no shutdown checkpoint).
+pub fn kill9_postmaster(pgdata: &Path) {
+    let pid: i32 = std::fs::read_to_string(pgdata.join("postmaster.pid"))
+        .expect("postmaster.pid")
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+}
+
+/// Stops the server in `pgdata` at once (`pg_ctl stop -m immediate`), behind fogd's back.
+pub fn stop_server_at(pgdata: &Path) {
+    if let Err(e) = pg_ctl_at(pgdata, &["stop", "-m", "immediate"]) {
+        panic!("pg_ctl stop: {e}");
+    }
+}
+
+/// Starts the server in `pgdata` the way its host would after a reboot: on the instance's
+/// address and port (`view` is the instance), behind fogd's back.
+pub fn start_server_at(pgdata: &Path, view: &Value) -> Result<(), String> {
+    let (host, port) = endpoint(view, &["properties", "postgresEndpoint"]);
+    let log = pgdata.with_file_name("postgres.log");
+    let opts = format!("-p {port} -c listen_addresses={host} -c unix_socket_directories=''");
+    let log = log.to_string_lossy().into_owned();
+    pg_ctl_at(pgdata, &["start", "-l", &log, "-o", &opts])
+}
+
+fn pg_ctl_at(pgdata: &Path, args: &[&str]) -> Result<(), String> {
+    let out = Command::new("runuser")
+        .args([
+            "-u",
+            "postgres",
+            "--",
+            "/usr/lib/postgresql/15/bin/pg_ctl",
+            "-w",
+            "-D",
+        ])
+        .arg(pgdata)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("pg_ctl");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
