@@ -1,122 +1,154 @@
-//! # fogctl — command-line client for fogd
+//! # fogctl — az-style command-line client for fogd
 //!
-//! fogctl talks to fogd only through its public HTTPS API, like any other client. It finds
-//! the endpoint, CA and token in fogd's data directory (`api-url`, `ca.pem`, `admin-token`),
-//! overridable by flags and environment variables. Today it offers `rest` (like `az rest`);
-//! the az-style `sql mi|midb|instance-failover-group` commands build on it.
+//! fogctl talks to fogd only through its public HTTPS API, like any other ARM client. Its
+//! commands carry `az`'s names and parameters, so scripts written for
+//! `az sql mi|midb|instance-failover-group` read the same:
+//!
+//! ```text
+//! fogctl sql mi create -g rg -n mi-a -l eastus -u fogadmin -p '…' --capacity 4 --storage 64GB
+//! fogctl sql mi create -g rg -n mi-b -l westus -u fogadmin -p '…' --dns-zone-partner <mi-a id>
+//! fogctl sql midb create -g rg --mi mi-a -n appdb
+//! fogctl sql instance-failover-group create -g rg -n fg --mi mi-a --partner-mi mi-b --failover-policy Manual
+//! fogctl sql instance-failover-group set-primary -g rg -l westus -n fg
+//! fogctl sql instance-failover-group watch
+//! fogctl rest -m get -u '/subscriptions/{subscriptionId}/providers/Microsoft.Sql/managedInstances?api-version=2025-01-01'
+//! ```
+//!
+//! Global options: `-o json|table|tsv` (JSON by default), `--subscription`, and where fogd is
+//! (`--endpoint`, `--ca`, `--token`, `--config`, `--data-dir`; see [`config`]). Long-running
+//! commands wait for the operation, showing its progress on stderr, unless `--no-wait` is
+//! given. Errors print `ERROR: (Code) message` on stderr; the exit code is 1 for errors the
+//! API (or an operation) reported and for failures to reach it, 2 for usage errors.
+//!
+//! ## Layout
+//!
+//! - [`config`]: resolving endpoint, CA, token and subscription;
+//! - [`client`]: HTTPS requests, ARM errors, long-running-operation polling with progress;
+//! - [`output`]: `json`, `table` and `tsv` rendering;
+//! - [`commands`]: one module per command group (`mi`, `midb`, `group`, `watch`, `rest`).
 
-use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+mod client;
+mod commands;
+mod config;
+mod output;
+
+use clap::{Args, Parser, Subcommand};
+use client::ApiError;
+use output::Format;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
     name = "fogctl",
     version,
-    about = "Command-line client for fogd's ARM API"
+    about = "az-style command-line client for fogd's Microsoft.Sql ARM API",
+    propagate_version = true
 )]
 struct Cli {
-    /// fogd's data directory, where api-url, ca.pem and admin-token are read from.
-    #[arg(
-        long,
-        env = "FOGD_DATA_DIR",
-        default_value = "/var/lib/fogd",
-        global = true
-    )]
-    data_dir: PathBuf,
-    /// API base URL (default: DATA_DIR/api-url).
-    #[arg(long, env = "FOGCTL_ENDPOINT", global = true)]
-    endpoint: Option<String>,
-    /// CA certificate to trust (default: DATA_DIR/ca.pem).
-    #[arg(long, env = "FOGCTL_CA", global = true)]
-    ca: Option<PathBuf>,
-    /// Bearer token (default: contents of DATA_DIR/admin-token).
-    #[arg(long, env = "FOGCTL_TOKEN", global = true, hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    global: GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Args)]
+struct GlobalArgs {
+    /// Output format (default json; `watch` defaults to table).
+    #[arg(short = 'o', long, value_enum, global = true, ignore_case = true)]
+    output: Option<Format>,
+    /// Subscription id (default: the client config's subscription_id, else DATA_DIR/subscription-id).
+    #[arg(long, env = "FOGCTL_SUBSCRIPTION", global = true)]
+    subscription: Option<String>,
+    /// fogd's data directory: client.toml, or api-url, ca.pem, admin-token, subscription-id
+    /// [default: /var/lib/fogd].
+    #[arg(long, env = "FOGD_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Client config file (default: DATA_DIR/client.toml).
+    #[arg(long, env = "FOGCTL_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// API base URL, e.g. https://127.0.0.1:8443.
+    #[arg(long, env = "FOGCTL_ENDPOINT", global = true)]
+    endpoint: Option<String>,
+    /// CA certificate (PEM) to trust.
+    #[arg(long, env = "FOGCTL_CA", global = true)]
+    ca: Option<PathBuf>,
+    /// Bearer token.
+    #[arg(long, env = "FOGCTL_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Send one request to the API, like `az rest`; prints the JSON response.
-    Rest {
-        /// HTTP method.
-        #[arg(long, short = 'm', default_value = "get")]
-        method: String,
-        /// Path (with query), e.g. /subscriptions/{sub}/providers/Microsoft.Sql/managedInstances?api-version=2025-01-01.
-        /// `{subscriptionId}` is replaced by DATA_DIR/subscription-id.
-        #[arg(long, short = 'u')]
-        uri: String,
-        /// JSON request body.
-        #[arg(long, short = 'b')]
-        body: Option<String>,
+    /// Azure SQL commands: managed instances, their databases, instance failover groups.
+    Sql {
+        #[command(subcommand)]
+        command: Box<commands::SqlCommand>,
     },
+    /// Send one request to the API, like `az rest`; prints the JSON response.
+    Rest(commands::rest::RestArgs),
 }
 
-fn read(path: &std::path::Path) -> Result<String> {
-    Ok(std::fs::read_to_string(path)
-        .with_context(|| format!("read {}", path.display()))?
-        .trim()
-        .to_string())
+/// fogd's default data directory.
+const DEFAULT_DATA_DIR: &str = "/var/lib/fogd";
+
+/// A mistake in how fogctl was called that clap cannot see (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let cli = Cli::parse();
-    let endpoint = match cli.endpoint {
-        Some(e) => e,
-        None => read(&cli.data_dir.join("api-url"))?,
+impl std::error::Error for UsageError {}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let overrides = config::Overrides {
+        data_dir: cli
+            .global
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        config: cli.global.config,
+        endpoint: cli.global.endpoint,
+        ca: cli.global.ca,
+        token: cli.global.token,
+        subscription: cli.global.subscription,
     };
-    let token = match cli.token {
-        Some(t) => t,
-        None => read(&cli.data_dir.join("admin-token"))?,
-    };
-    let ca_path = cli.ca.unwrap_or_else(|| cli.data_dir.join("ca.pem"));
-    let ca = reqwest::Certificate::from_pem(
-        &std::fs::read(&ca_path).with_context(|| format!("read {}", ca_path.display()))?,
-    )
-    .context("parse the CA certificate")?;
-    let client = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .build()
-        .context("build the HTTPS client")?;
+    let settings = config::Settings::resolve(&overrides)?;
+    let client = client::Client::new(settings)?;
     match cli.command {
-        Command::Rest { method, uri, body } => {
-            let uri = if uri.contains("{subscriptionId}") {
-                uri.replace(
-                    "{subscriptionId}",
-                    &read(&cli.data_dir.join("subscription-id"))?,
-                )
+        Command::Rest(args) => commands::rest::run(&client, args).await,
+        Command::Sql { command } => commands::run(&client, *command, cli.global.output).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ERROR: start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(api) = e.downcast_ref::<ApiError>() {
+                eprintln!("ERROR: {api}");
+                ExitCode::from(1)
+            } else if let Some(usage) = e.downcast_ref::<UsageError>() {
+                eprintln!("ERROR: {usage}");
+                ExitCode::from(2)
             } else {
-                uri
-            };
-            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes())
-                .context("HTTP method")?;
-            let mut req = client
-                .request(method, format!("{}{}", endpoint.trim_end_matches('/'), uri))
-                .bearer_auth(token);
-            if let Some(b) = body {
-                req = req.header("content-type", "application/json").body(b);
-            }
-            let resp = req.send().await.context("send the request")?;
-            let status = resp.status();
-            let text = resp.text().await.context("read the response")?;
-            if !text.is_empty() {
-                match serde_json::from_str::<serde_json::Value>(&text) {
-                    Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
-                    Err(_) => println!("{text}"),
-                }
-            }
-            if !status.is_success() {
-                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                bail!(
-                    "({}) {}",
-                    v["error"]["code"].as_str().unwrap_or(status.as_str()),
-                    v["error"]["message"].as_str().unwrap_or("request failed")
-                );
+                eprintln!("ERROR: {e:#}");
+                ExitCode::from(1)
             }
         }
     }
-    Ok(())
 }
