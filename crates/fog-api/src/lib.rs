@@ -530,13 +530,15 @@ impl Ctx<'_> {
         if let (OperationStatus::InProgress, fog_model::Action::CreateFailoverGroup { name }) =
             (op.status, &op.action)
         {
-            // Seeding dominates a create: report its byte progress between 10 % and 90 %.
+            // Seeding dominates a create: its byte progress moves the figure from where the
+            // step count puts it (the seed step) towards 95 %, so it never goes back.
             if let Some(g) = catalog::group(self.api.orch.store().as_ref(), name)
                 .await
                 .map_err(store_err)?
             {
                 if let Some(p) = g.value.seeding.filter(|p| p.bytes_total > 0) {
-                    let pct = 10 + 80 * p.bytes_done.min(p.bytes_total) / p.bytes_total;
+                    let base = u64::from(op.percent_complete.unwrap_or(0)).min(95);
+                    let pct = base + (95 - base) * p.bytes_done.min(p.bytes_total) / p.bytes_total;
                     view["percentComplete"] = pct.into();
                     view["seedingProgress"] = serde_json::json!({ "bytesDone": p.bytes_done, "bytesTotal": p.bytes_total });
                 }
