@@ -16,6 +16,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 /// The api-version every request carries (fogd serves it; the Python SDK 4.x sends it).
 pub const API_VERSION: &str = "2025-01-01";
@@ -261,6 +263,14 @@ impl Client {
     /// Returns the final resource, or `None` when there is nothing to print.
     pub async fn lro(&self, req: Lro) -> Result<Option<Value>> {
         let path = with_api_version(&req.path);
+        // Events newer than this are the operation's steps (shown while waiting).
+        let mut events = match (&req.observe_group, req.no_wait) {
+            (Some(g), false) => self.latest_event(g).await.map(|e| EventCursor {
+                group: g.clone(),
+                after: e.as_ref().and_then(event_time),
+            }),
+            _ => None,
+        };
         let accepted = self
             .call(req.method.clone(), &path, req.body.as_ref())
             .await?;
@@ -287,7 +297,7 @@ impl Client {
         let mut delay = retry_after(&accepted.headers);
         let result = match &status_url {
             Some(url) => {
-                self.poll_status(url, &req, &mut progress, &mut delay)
+                self.poll_status(url, &req, &mut events, &mut progress, &mut delay)
                     .await?;
                 match req.final_state {
                     Final::Resource => Some(self.get(&req.path).await?),
@@ -320,6 +330,7 @@ impl Client {
         &self,
         url: &str,
         req: &Lro,
+        events: &mut Option<EventCursor>,
         progress: &mut Progress,
         delay: &mut Duration,
     ) -> Result<()> {
@@ -343,7 +354,11 @@ impl Client {
                 Some(g) => self.get_optional(g).await.ok().flatten(),
                 None => None,
             };
-            progress.update(&r.body, group.as_ref());
+            let event = match events {
+                Some(c) => self.newest_event_after(c).await,
+                None => None,
+            };
+            progress.update(&r.body, group.as_ref(), event.as_deref());
             if let Some(d) = r.headers.get("retry-after") {
                 *delay = parse_retry_after(d.to_str().unwrap_or("")).unwrap_or(*delay);
             }
@@ -363,10 +378,57 @@ impl Client {
             if r.status != StatusCode::ACCEPTED {
                 return Ok(Some(r.body).filter(|b| !b.is_null()));
             }
-            progress.update(&json!({"status": "InProgress"}), None);
+            progress.update(&json!({"status": "InProgress"}), None, None);
             *delay = retry_after(&r.headers);
             tokio::time::sleep(poll_interval(*delay)).await;
         }
+    }
+}
+
+/// Where the events of an observed group stand: only newer ones are shown.
+struct EventCursor {
+    group: String,
+    after: Option<OffsetDateTime>,
+}
+
+fn event_time(e: &Value) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(e["time"].as_str()?, &Rfc3339).ok()
+}
+
+impl Client {
+    /// The group's events (`GET {group}/events`); `None` if fogd does not serve them.
+    async fn events(&self, group: &str) -> Option<Vec<Value>> {
+        let r = self
+            .send(
+                Method::GET,
+                &with_api_version(&format!("{group}/events")),
+                None,
+            )
+            .await
+            .ok()?;
+        if !r.status.is_success() {
+            return None;
+        }
+        r.body["value"].as_array().cloned()
+    }
+
+    /// `Some(latest event or None)` if the group has an events resource.
+    async fn latest_event(&self, group: &str) -> Option<Option<Value>> {
+        self.events(group).await.map(|v| v.last().cloned())
+    }
+
+    /// The type of the newest event after the cursor (what the operation did last).
+    async fn newest_event_after(&self, c: &EventCursor) -> Option<String> {
+        let list = self.events(&c.group).await?;
+        let e = list.last()?;
+        let newer = match (c.after, event_time(e)) {
+            (Some(after), Some(t)) => t > after,
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        newer
+            .then(|| e["type"].as_str().map(str::to_string))
+            .flatten()
     }
 }
 
@@ -438,9 +500,9 @@ impl Progress {
     }
 
     /// Shows the operation status body (and the observed group, if any).
-    fn update(&mut self, status: &Value, group: Option<&Value>) {
+    fn update(&mut self, status: &Value, group: Option<&Value>, event: Option<&str>) {
         let percent = status["percentComplete"].as_u64().map(|p| p.min(100));
-        let detail = describe(status, group);
+        let detail = describe(status, group, event);
         match &self.bar {
             Some(bar) => {
                 if let Some(p) = percent {
@@ -492,8 +554,10 @@ impl Drop for Progress {
     }
 }
 
-/// `step fence · seeding 1.2 MiB / 30.0 MiB · SEEDING` (the status only if it is unusual).
-fn describe(status: &Value, group: Option<&Value>) -> String {
+/// `step fence · RoleChanged · seeding 1.2 MiB / 30.0 MiB · SEEDING`: the status only if it
+/// is unusual, the step if the status resource has one, the group's newest event, seeding
+/// progress and replication state.
+fn describe(status: &Value, group: Option<&Value>, event: Option<&str>) -> String {
     let mut parts = Vec::new();
     if let Some(s) = status["status"]
         .as_str()
@@ -504,9 +568,15 @@ fn describe(status: &Value, group: Option<&Value>) -> String {
     if let Some(step) = status["step"].as_str() {
         parts.push(format!("step {step}"));
     }
-    let seeding = status
-        .get("seedingProgress")
-        .or_else(|| group.and_then(|g| g["properties"].get("seedingProgress")));
+    if let Some(e) = event {
+        parts.push(e.to_string());
+    }
+    // The group keeps its last seeding figures after seeding: show them only while it seeds.
+    let group_seeding = group
+        .map(|g| &g["properties"])
+        .filter(|p| matches!(p["replicationState"].as_str(), Some("SEEDING" | "PENDING")))
+        .and_then(|p| p.get("seedingProgress"));
+    let seeding = status.get("seedingProgress").or(group_seeding);
     if let Some(s) = seeding {
         if let (Some(done), Some(total)) = (s["bytesDone"].as_u64(), s["bytesTotal"].as_u64()) {
             parts.push(format!(
@@ -562,8 +632,8 @@ mod tests {
                        "seedingProgress": {"bytesDone": 1048576, "bytesTotal": 2097152}});
         let g = json!({"properties": {"replicationState": "SEEDING"}});
         assert_eq!(
-            describe(&s, Some(&g)),
-            "seeding 1.0 MiB / 2.0 MiB · SEEDING"
+            describe(&s, Some(&g), Some("Fenced")),
+            "Fenced · seeding 1.0 MiB / 2.0 MiB · SEEDING"
         );
     }
 }

@@ -147,6 +147,8 @@ fn summarize(g: &Value, events: Vec<Value>) -> Value {
             "resourceGroup": id_segment(mid, "resourceGroups"),
             "location": loc,
             "health": opt_str(&p["health"][health_key]["status"]),
+            "healthSince": opt_str(&p["health"][health_key]["since"]),
+            "healthError": opt_str(&p["health"][health_key]["lastError"]),
         })
     };
     let listener = |key: &str| {
@@ -177,6 +179,7 @@ fn summarize(g: &Value, events: Vec<Value>) -> Value {
         "seedingProgress": opt_str(&p["seedingProgress"]),
         "listeners": { "readWrite": listener("readWrite"), "readOnly": listener("readOnly") },
         "automaticFailoverAt": opt_str(&p["automaticFailover"]["failoverAt"]),
+        "primaryUnavailableSince": opt_str(&p["automaticFailover"]["primaryUnavailableSince"]),
         "lastFailover": opt_str(&p["lastFailover"]),
         "events": events,
     })
@@ -212,10 +215,14 @@ fn countdown(s: &Value, now: OffsetDateTime) -> String {
     match parse_time(&s["automaticFailoverAt"]) {
         Some(t) => {
             let left = (t - now).whole_seconds();
-            if left > 0 {
+            let when = if left > 0 {
                 format!("in {left} s (at {})", dash(&s["automaticFailoverAt"]))
             } else {
                 format!("due now (at {})", dash(&s["automaticFailoverAt"]))
+            };
+            match s["primaryUnavailableSince"].as_str() {
+                Some(since) => format!("{when}; primary unavailable since {since}"),
+                None => when,
             }
         }
         None => "-".into(),
@@ -305,7 +312,10 @@ fn frame(summaries: &[Value], now: OffsetDateTime, interval: Option<f64>) -> Str
                     dash(&m["instance"]),
                     dash(&m["resourceGroup"]),
                     dash(&m["location"]),
-                    dash(&m["health"]),
+                    match m["healthError"].as_str() {
+                        Some(e) => format!("{} ({e})", dash(&m["health"])),
+                        None => dash(&m["health"]),
+                    },
                 ]
             })
             .collect();
