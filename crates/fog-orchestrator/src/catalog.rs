@@ -177,6 +177,31 @@ pub async fn events(store: &dyn Store, group: &str) -> Result<Vec<GroupEvent>, S
     Ok(all)
 }
 
+/// How many events a group keeps; older ones are dropped.
+pub const EVENTS_KEPT: usize = 1000;
+
+/// Drops a group's oldest events beyond [`EVENTS_KEPT`].
+pub async fn prune_events(store: &dyn Store, group: &str) -> Result<(), StoreError> {
+    let keys: Vec<String> = store
+        .range(&events_prefix(group))
+        .await?
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
+    if keys.len() <= EVENTS_KEPT {
+        return Ok(());
+    }
+    let excess = keys.len() - EVENTS_KEPT;
+    let mut sorted = keys;
+    sorted.sort();
+    let deletes = sorted
+        .into_iter()
+        .take(excess)
+        .map(|k| fog_store::Write::delete(k, fog_store::Precondition::Any))
+        .collect();
+    store.commit(deletes).await.map(|_| ())
+}
+
 pub async fn instance_health(
     store: &dyn Store,
     uid: &str,
@@ -245,4 +270,30 @@ pub async fn databases_of_group_member(
     });
     all.dedup_by(|a, b| a.value.name.eq_ignore_ascii_case(&b.value.name));
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fog_model::health::EventKind;
+
+    #[tokio::test]
+    async fn events_come_back_in_order_and_only_the_newest_are_kept() {
+        let store = fog_store::SqliteStore::in_memory().expect("store");
+        let t0 = time::OffsetDateTime::UNIX_EPOCH;
+        let writes: Vec<_> = (0..EVENTS_KEPT + 5)
+            .map(|i| {
+                let mut e = GroupEvent::new(EventKind::PrimaryUnavailable, 1, format!("e{i}"));
+                e.time = t0 + time::Duration::seconds(i as i64);
+                event_write("Fog", &e)
+            })
+            .collect();
+        store.commit(writes).await.expect("commit");
+        prune_events(&store, "fog").await.expect("prune");
+        let all = events(&store, "FOG").await.expect("events");
+        assert_eq!(all.len(), EVENTS_KEPT);
+        assert_eq!(all[0].message, "e5", "the oldest five were dropped");
+        assert!(all.windows(2).all(|w| w[0].time <= w[1].time));
+        assert!(events(&store, "other").await.expect("events").is_empty());
+    }
 }

@@ -411,6 +411,11 @@ impl Orchestrator {
             tracing::debug!(group = %g.name, error = %e, "observation not recorded");
             return;
         }
+        if !events.is_empty() {
+            if let Err(e) = catalog::prune_events(store, &g.name).await {
+                tracing::warn!(group = %g.name, error = %e, "pruning old events failed");
+            }
+        }
 
         if let AutoDecision::Failover(c) = decision {
             let reason = format!(
