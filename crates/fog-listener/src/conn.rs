@@ -76,7 +76,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAd
                 let upstream = match connected {
                     Ok(Ok(upstream)) => upstream,
                     Ok(Err(e)) => {
-                        tracing::warn!(%peer, target = %addr, error = %e, "target unreachable");
+                        // Clients retry fast while a server is down: one line per attempt
+                        // would flood the log. The health monitor reports the outage.
+                        tracing::debug!(%peer, target = %addr, error = %e, "target unreachable");
                         let message = format!("fogd: target {addr} is unreachable: {e}");
                         refuse(&shared, client, SQLSTATE_CONNECTION_FAILURE, &message).await;
                         return;

@@ -124,20 +124,28 @@ impl Orchestrator {
         }
     }
 
-    /// Observes every group once and acts on what it saw.
-    pub async fn observe_groups(&self) {
+    /// Observes every group once and acts on what it saw. Returns the earliest time at
+    /// which a running countdown ends, so the monitor can look again exactly then.
+    pub async fn observe_groups(&self) -> Option<OffsetDateTime> {
         let Ok(groups) = catalog::groups(self.store.as_ref()).await else {
-            return;
+            return None;
         };
         let mut all = tokio::task::JoinSet::new();
         for g in groups {
             let o = self.clone();
             all.spawn(async move { o.observe_group(g).await });
         }
-        while all.join_next().await.is_some() {}
+        let mut earliest: Option<OffsetDateTime> = None;
+        while let Some(due) = all.join_next().await {
+            if let Ok(Some(d)) = due {
+                earliest = Some(earliest.map_or(d, |e| e.min(d)));
+            }
+        }
+        earliest
     }
 
-    async fn observe_group(&self, group: Versioned<FailoverGroupRecord>) {
+    /// Observes one group; returns when its automatic-failover countdown ends, if one runs.
+    async fn observe_group(&self, group: Versioned<FailoverGroupRecord>) -> Option<OffsetDateTime> {
         let g = &group.value;
         let store = self.store.as_ref();
         if g.active_operation.is_some()
@@ -146,7 +154,7 @@ impl Orchestrator {
                 ReplicationState::Pending | ReplicationState::Seeding
             )
         {
-            return;
+            return None;
         }
         let (p, s) = tokio::join!(
             self.probe_member(&g.primary.instance, true),
@@ -409,7 +417,7 @@ impl Orchestrator {
             // The group changed while we probed: this observation is stale; the next one
             // will be made against the new record.
             tracing::debug!(group = %g.name, error = %e, "observation not recorded");
-            return;
+            return None;
         }
         if !events.is_empty() {
             if let Err(e) = catalog::prune_events(store, &g.name).await {
@@ -425,8 +433,13 @@ impl Orchestrator {
                 g.policies.grace_period_minutes.unwrap_or_default()
             );
             self.start_automatic_failover(group.clone(), reason).await;
+            return None;
         } else if g.secondary_needs_rejoin || stale_primary {
             self.maybe_start_rejoin(group.clone(), stale_primary).await;
+        }
+        match decision {
+            AutoDecision::Countdown(c) => Some(c.due),
+            _ => None,
         }
     }
 
@@ -572,10 +585,24 @@ impl Orchestrator {
     }
 
     /// Runs [`Orchestrator::observe_groups`] forever at the configured interval.
+    ///
+    /// Sweeps start at a fixed rate (a slow sweep delays the next one, never stacks them),
+    /// and one more sweep runs the moment a countdown ends, so an automatic failover starts
+    /// when the grace period expires rather than up to an interval later.
     pub async fn run_health_monitor(self) {
+        let mut tick = tokio::time::Instant::now();
         loop {
-            self.observe_groups().await;
-            tokio::time::sleep(self.config.probe_interval).await;
+            let due = self.observe_groups().await;
+            let now = tokio::time::Instant::now();
+            tick = (tick + self.config.probe_interval).max(now);
+            let wake = match due.map(|d| d - OffsetDateTime::now_utc()) {
+                Some(left) => {
+                    let left = Duration::try_from(left).unwrap_or_default();
+                    tick.min(now + left + Duration::from_millis(1))
+                }
+                None => tick,
+            };
+            tokio::time::sleep_until(wake).await;
         }
     }
 }
