@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs what fogd's build and tests need on Debian 12 and is a no-op when it is there:
-# PostgreSQL 15 server binaries, runuser (util-linux), python3-venv, curl.
+# PostgreSQL 15 server binaries and psql, runuser (util-linux), python3-venv, curl.
 set -euo pipefail
 PG_BIN="${FOGD_PG_BIN_DIR:-/usr/lib/postgresql/15/bin}"
 need=()
-[ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_basebackup" ] || need+=(postgresql-15 postgresql-client-15)
+if ! [ -x "$PG_BIN/initdb" ] || ! [ -x "$PG_BIN/pg_basebackup" ]; then
+  need+=(postgresql-15 postgresql-client-15)
+elif ! [ -x "$PG_BIN/psql" ]; then
+  need+=(postgresql-client-15) # psql: the quickstart's client
+fi
 command -v curl >/dev/null || need+=(curl)
 command -v runuser >/dev/null || need+=(util-linux)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, every Rust test (unit and end-to-end against real
-# PostgreSQL servers over HTTPS, including crash-injection tests), then Azure's own Python
-# SDK against a real fogd. Works on a fresh Debian 12 machine (installs what it needs).
+# PostgreSQL servers over HTTPS, including crash-injection tests), the quickstart end to end
+# (twice, then its teardown), then Azure's own Python SDK against a real fogd. Works on a
+# fresh Debian 12 machine (installs what it needs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -17,6 +18,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --all-features
 fi
+
+echo "== quickstart end to end (scripts/quickstart-test.sh)"
+./scripts/quickstart-test.sh
 
 echo "== Azure SDK for Python against fogd"
 ./tests/sdk/setup_venv.sh
