@@ -230,7 +230,7 @@ async fn handle(
             let fog_id = ctx.group_id_seen_from(&inst).await?;
             let value: Vec<_> = list
                 .iter()
-                .map(|d| d.value.view_as(&inst.id, fog_id.as_deref()))
+                .map(|d| d.value.view_as(&inst.id, &inst.location, fog_id.as_deref()))
                 .collect();
             Ok(json(StatusCode::OK, serde_json::json!({ "value": value })))
         }
@@ -246,7 +246,8 @@ async fn handle(
             let fog_id = ctx.group_id_seen_from(&inst).await?;
             Ok(json(
                 StatusCode::OK,
-                rec.value.view_as(&inst.id, fog_id.as_deref()),
+                rec.value
+                    .view_as(&inst.id, &inst.location, fog_id.as_deref()),
             ))
         }
         (Method::GET, Route::FailoverGroups { scope, location }) => {

@@ -106,13 +106,14 @@ impl DatabaseRecord {
 
     /// The JSON clients see.
     pub fn view(&self) -> serde_json::Value {
-        self.view_as(&self.instance, None)
+        self.view_as(&self.instance, &self.location, None)
     }
 
     /// The view through `instance` (either member of a group), with `failoverGroupId`.
     pub fn view_as(
         &self,
         instance: &ManagedInstanceId,
+        location: &str,
         failover_group_id: Option<&str>,
     ) -> serde_json::Value {
         let created = self
@@ -123,7 +124,7 @@ impl DatabaseRecord {
             "id": format!("{}/databases/{}", instance, self.name),
             "name": self.name,
             "type": RESOURCE_TYPE,
-            "location": self.location,
+            "location": location,
             "tags": self.tags,
             "properties": {
                 "collation": self.collation,

@@ -192,6 +192,10 @@ async fn failover_group_end_to_end_and_change_of_secondary_region() {
         .body;
     assert_eq!(dbs_b["value"][0]["name"], "sales");
     assert_eq!(dbs_b["value"][0]["properties"]["failoverGroupId"], gb["id"]);
+    assert_eq!(
+        dbs_b["value"][0]["location"], "westus",
+        "a replica is where the instance it is seen through is"
+    );
     assert!(dbs_b["value"][0]["id"]
         .as_str()
         .is_some_and(|i| i.contains("/managedInstances/mi-b/databases/sales")));
