@@ -2049,7 +2049,7 @@ fn auto_section(s: &mut String, r: &Results, forced: &[f64]) {
     );
     row(
         s,
-        "automatic: `failoverAt` → `AutomaticFailoverTriggered` (next probe)",
+        "automatic: `failoverAt` → `AutomaticFailoverTriggered` (the sweep run at `failoverAt`)",
         &trig,
     );
     row(
@@ -2177,7 +2177,7 @@ fn auto_section(s: &mut String, r: &Results, forced: &[f64]) {
     let _ = writeln!(s);
     let phases: [(&str, Ae, Ae); 6] = [
         (
-            "grace period over → failover triggered (waiting for the next probe)",
+            "grace period over → failover triggered (the sweep run at `failoverAt`)",
             |_| Some(0.0),
             |e| e.triggered,
         ),
@@ -2226,14 +2226,11 @@ fn auto_section(s: &mut String, r: &Results, forced: &[f64]) {
     );
     let trig_med = med(&|e| e.triggered);
     let after_trig = between(&|e| e.triggered, &|e| Some(e.first));
-    // The monitor sleeps a whole interval after each sweep, so each cycle lasts the interval
-    // plus the sweep; G is GRACE_MINUTES such cycles minus their overheads.
-    let overhead = trig_med.map(|t| t / GRACE_MINUTES as f64);
-    let cycle = overhead.map(|o| PROBE_INTERVAL_MS as f64 + o);
-    // With a real grace period the expiry falls anywhere in a probe cycle (≤ one cycle of
-    // waiting), and so does the kill (≤ one cycle of detection).
-    let worst_expiry = cycle.zip(after_trig).map(|(c, f)| c + f);
-    let worst_kill = cycle.zip(after_trig).map(|(c, f)| 2.0 * c + f);
+    // The monitor sweeps at a fixed rate and once more the moment a countdown ends, so the
+    // wait after `failoverAt` does not depend on the grace period's length. What a longer
+    // grace period can add is only the detection: up to one probe interval after the kill.
+    let worst_expiry = trig_med.zip(after_trig).map(|(t, f)| t + f);
+    let worst_kill = worst_expiry.map(|e| PROBE_INTERVAL_MS as f64 + e);
     let within = |v: Option<f64>| match v {
         Some(v) if v < TARGET_AUTO_S * 1000.0 => "within the target",
         Some(_) => "**beyond** the target",
@@ -2244,19 +2241,16 @@ fn auto_section(s: &mut String, r: &Results, forced: &[f64]) {
         "Largest part: **{}** ({} ms). The failover itself (`AutomaticFailoverTriggered` → first \
          write, {} ms) is the forced failover's path: fence, `pg_ctl status` on the killed \
          server, promote, `CHECKPOINT`, route, and the held connection's new session. Before \
-         it, fogd acts only when a probe sweep finds the grace period over: the monitor sleeps \
-         {PROBE_INTERVAL_MS} ms *after* each sweep, so its observations fall every \
-         {PROBE_INTERVAL_MS} ms + the sweep's duration (≈ {} ms here), and with G = \
-         {GRACE_MINUTES} probe intervals the sweep that finds it over comes {GRACE_MINUTES} \
-         sweep durations after `failoverAt` ({} ms). This is an artefact of the short grace \
-         period: with a real one (≥ 60 minutes = 3600 probe cycles) the expiry falls anywhere \
-         within a cycle, so that wait is 0 to one cycle, and `failoverAt` → first write would \
-         be up to ≈ {} ms (one cycle + the failover), {}; counted from the outage, with \
-         detection also up to one cycle, up to ≈ {} ms beyond the grace period, {}.\n",
+         it, fogd must notice that the grace period is over: the health monitor sweeps every \
+         {PROBE_INTERVAL_MS} ms at a fixed rate and runs one more sweep the moment a \
+         countdown ends, so the failover is triggered {} ms after `failoverAt` (median) \
+         whatever the grace period's length. `failoverAt` → first write is therefore ≈ {} ms \
+         with a real grace period too, {}; counted from the outage, the detection adds up to \
+         one probe interval (the kill can fall just after a probe), ≈ {} ms beyond the grace \
+         period at worst, {}.\n",
         worst.map_or("–", |w| w.0),
         worst.map_or_else(|| "–".to_string(), |w| format!("{:.0}", w.1)),
         ms(after_trig),
-        ms(overhead),
         ms(trig_med),
         ms(worst_expiry),
         within(worst_expiry),
