@@ -399,40 +399,10 @@ impl Fogd {
 
     /// Runs `pg_ctl {action} -m {mode}` on the server of instance `view`, behind fogd's back.
     pub fn pg_ctl(&self, view: &Value, action: &str, mode: &str) {
-        let port = view["properties"]["postgresEndpoint"]["port"]
-            .as_u64()
-            .expect("port")
-            .to_string();
-        for e in std::fs::read_dir(self.data.join("instances"))
-            .expect("dir")
-            .flatten()
-        {
-            let pid =
-                std::fs::read_to_string(e.path().join("pgdata/postmaster.pid")).unwrap_or_default();
-            if pid.lines().nth(3).map(str::trim) == Some(port.as_str()) {
-                let out = Command::new("runuser")
-                    .args([
-                        "-u",
-                        "postgres",
-                        "--",
-                        "/usr/lib/postgresql/15/bin/pg_ctl",
-                        action,
-                        "-m",
-                        mode,
-                        "-D",
-                    ])
-                    .arg(e.path().join("pgdata"))
-                    .output()
-                    .expect("pg_ctl");
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                return;
-            }
+        let pgdata = self.pgdata_of(view);
+        if let Err(e) = pg_ctl_at(&pgdata, &[action, "-m", mode]) {
+            panic!("pg_ctl {action}: {e}");
         }
-        panic!("no running server on port {port}");
     }
 }
 
