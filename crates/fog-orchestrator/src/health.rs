@@ -377,17 +377,13 @@ impl Orchestrator {
             Write::check(catalog::group_key(&g.name), group.revision),
             put(catalog::observed_key(&g.name), &observed, Precondition::Any),
         ];
-        for (id, m, probed) in [
-            (&g.primary.instance, &observed.primary, &p),
-            (&g.secondary.instance, &observed.secondary, &s),
+        for (member, m, probed) in [
+            (&g.primary, &observed.primary, &p),
+            (&g.secondary, &observed.secondary, &s),
         ] {
-            let uid = if id.key() == g.primary.instance.key() {
-                &g.primary.uid
-            } else {
-                &g.secondary.uid
-            };
+            let uid = &member.uid;
             let rec = InstanceHealth {
-                instance: id.name.clone(),
+                instance: member.instance.name.clone(),
                 status: m.status,
                 since: m.since,
                 last_ok: if probed.probe.is_some() {
