@@ -53,7 +53,8 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..150 {
+    // Generous: a loaded CI machine restarting fogd and its servers many times is slow.
+    for _ in 0..400 {
         if check().await {
             return;
         }
