@@ -552,3 +552,70 @@ async fn recovery_within_grace_cancels_and_manual_never_fails_over() {
     })
     .await;
 }
+
+/// The rejoin of a former primary is a persisted operation: fogd crashing at any of its
+/// steps still ends with the old primary re-attached (CATCH_UP, both healthy).
+#[cfg(feature = "failpoints")]
+#[tokio::test]
+async fn rejoin_survives_a_crash_at_every_step() {
+    let mut s = setup("fog-rejoin", json!({"failoverPolicy": "Manual"})).await;
+    let sub_path = s.f.rg_path("RG");
+    let at = |loc: &str, rg: &str, action: &str| {
+        format!(
+            "{}/locations/{loc}/instanceFailoverGroups/fog-rejoin/{action}?{API}",
+            sub_path.replace("/resourceGroups/RG", &format!("/resourceGroups/{rg}"))
+        )
+    };
+    let mut members = [
+        (s.a.clone(), "eastus", "rg-east"),
+        (s.b.clone(), "westus", "rg-west"),
+    ];
+    for step in [
+        "rejoin.fence",
+        "rejoin.rewind",
+        "rejoin.link",
+        "rejoin.finish",
+    ] {
+        let [(primary, _, _), (_, sec_loc, sec_rg)] = &members;
+        // The primary's host disappears; a forced failover cannot re-attach it.
+        let pgdata = s.f.pgdata_of(primary);
+        let host = pgdata.parent().expect("dir").to_path_buf();
+        let lost = host.with_extension("lost");
+        kill9_postmaster(&pgdata);
+        std::fs::rename(&host, &lost).expect("host away");
+        std::fs::write(&host, "unreachable").expect("placeholder");
+        let r =
+            s.f.send(
+                Method::POST,
+                &at(sec_loc, sec_rg, "forceFailoverAllowDataLoss"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        assert_eq!(s.f.wait_operation(&r).await["status"], "Succeeded");
+        // fogd dies (servers keep running); the host comes back; fogd restarts and crashes
+        // at `step` of the rejoin it starts.
+        s.f.kill9();
+        std::fs::remove_file(&host).expect("placeholder");
+        std::fs::rename(&lost, &host).expect("host back");
+        let mut crashing = env();
+        let fp = format!("{step}=crash");
+        crashing.push(("FOGD_FAILPOINTS", &fp));
+        s.f.launch(&crashing).await;
+        let exit = s.f.wait_exit(Duration::from_secs(60)).await;
+        assert!(!exit.success(), "fogd crashed at {step}");
+        s.f.launch(&env()).await;
+        s.until(&format!("re-attached after a crash at {step}"), |g| {
+            g["properties"]["replicationState"] == "CATCH_UP"
+                && g["properties"]["health"]["primary"]["status"] == "Healthy"
+                && g["properties"]["health"]["secondary"]["status"] == "Healthy"
+        })
+        .await;
+        members.swap(0, 1);
+    }
+    let events = s.events().await;
+    assert!(
+        events.iter().filter(|e| *e == "OldPrimaryRejoined").count() >= 4,
+        "{events:?}"
+    );
+}
