@@ -99,7 +99,8 @@ pub struct HealthProbe {
     pub in_recovery: bool,
     /// `pg_stat_wal_receiver.status` on a standby (`streaming` when healthy).
     pub receiver_status: Option<String>,
-    /// A primary's current WAL position (after the write probe); a standby's replay position.
+    /// A primary's current WAL position (read before the heartbeat is written); a
+    /// standby's replay position.
     pub wal_lsn: Option<String>,
     /// On a standby: milliseconds since the primary committed the last transaction the
     /// standby replayed (the primary's heartbeat writes keep this meaningful when idle).

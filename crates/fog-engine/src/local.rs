@@ -711,13 +711,16 @@ impl InstanceAgent for LocalAgent {
             let staging = spec.dir.join("pgdata.seeding");
             Self::remove_dir(&staging)?;
             // The server's own data is about to be replaced, so it is stopped while the copy
-            // runs rather than after it. If the copy fails it is started again.
+            // runs rather than after it. If the copy fails it is started again — but only if
+            // it was running: a stopped server (a former primary being re-seeded because it
+            // could not be rewound) must never come back as it was.
+            let was_running = self.is_running(spec).await?;
             let (copied, stopped) = tokio::join!(
                 self.basebackup(spec, &staging, source, progress),
                 self.stop(spec, gen)
             );
             if let Err(e) = copied {
-                if stopped.is_ok() && spec.pgdata().join("PG_VERSION").exists() {
+                if was_running && stopped.is_ok() && spec.pgdata().join("PG_VERSION").exists() {
                     if let Err(restart) = self.ensure_running(spec, gen).await {
                         tracing::warn!(uid = %spec.uid, error = %restart, "restarting after a failed seed failed");
                     }
@@ -971,9 +974,14 @@ impl InstanceAgent for LocalAgent {
 
     async fn probe(&self, spec: &ServerSpec, write: bool) -> Result<HealthProbe, EngineError> {
         let c = sql::connect(spec, "postgres").await?;
+        // The position is read before the heartbeat is written, so a secondary that has
+        // replayed everything up to now compares as fully in sync.
         let role = c
             .query_one(
-                "SELECT pg_is_in_recovery(), (SELECT status FROM pg_stat_wal_receiver LIMIT 1)",
+                "SELECT pg_is_in_recovery(), (SELECT status FROM pg_stat_wal_receiver LIMIT 1),
+                        CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                             ELSE pg_current_wal_lsn() END::text,
+                        (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint",
                 &[],
             )
             .await
@@ -997,20 +1005,11 @@ impl InstanceAgent for LocalAgent {
             }
             wrote = true;
         }
-        let pos = c
-            .query_one(
-                "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
-                             ELSE pg_current_wal_lsn() END::text,
-                        (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint",
-                &[],
-            )
-            .await
-            .map_err(|e| sql::err(spec, e))?;
-        let age: Option<i64> = pos.get(1);
+        let age: Option<i64> = role.get(3);
         Ok(HealthProbe {
             in_recovery,
             receiver_status: role.get(1),
-            wal_lsn: pos.get(0),
+            wal_lsn: role.get(2),
             replay_age_ms: age.filter(|_| in_recovery).map(|a| a.max(0) as u64),
             wrote,
         })

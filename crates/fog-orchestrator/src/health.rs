@@ -62,7 +62,13 @@ pub fn automatic_decision(
         return AutoDecision::Idle;
     };
     let grace = unit.saturating_mul(u32::try_from(grace.max(0)).unwrap_or(u32::MAX));
-    let due = since + grace;
+    // A grace period beyond the calendar never ends.
+    let Some(due) = time::Duration::try_from(grace)
+        .ok()
+        .and_then(|g| since.checked_add(g))
+    else {
+        return AutoDecision::Idle;
+    };
     let countdown = Countdown { since, due };
     if now < due {
         AutoDecision::Countdown(countdown)
@@ -430,7 +436,9 @@ impl Orchestrator {
             );
             self.start_automatic_failover(group.clone(), reason).await;
             return None;
-        } else if g.secondary_needs_rejoin || stale_primary {
+        } else if (g.secondary_needs_rejoin || stale_primary) && primary_ok {
+            // Rewinding needs the primary: while it is down there is nothing to rejoin to
+            // (and a stale former primary is not routed to meanwhile).
             self.maybe_start_rejoin(group.clone(), stale_primary).await;
         }
         match decision {
@@ -654,6 +662,17 @@ mod tests {
         assert_eq!(
             automatic_decision(&p, unit, at(3.0), Some(t0), false),
             AutoDecision::Blocked(Countdown { since: t0, due })
+        );
+        // A grace period longer than the calendar is never due (and does not overflow).
+        assert_eq!(
+            automatic_decision(
+                &policies("Automatic", Some(5_000_000_000)),
+                Duration::from_secs(60),
+                at(1e6),
+                Some(t0),
+                true
+            ),
+            AutoDecision::Idle
         );
         // Production unit: minutes.
         assert!(matches!(

@@ -375,10 +375,14 @@ impl Orchestrator {
         if g.active_operation.is_some() {
             return Err(ArmError::ifog_busy());
         }
-        if matches!(
-            g.replication_state,
-            ReplicationState::Pending | ReplicationState::Seeding
-        ) {
+        // A secondary that is a former primary not yet rewound holds an old history:
+        // promoting it would throw away everything written since the last failover.
+        if g.secondary_needs_rejoin
+            || matches!(
+                g.replication_state,
+                ReplicationState::Pending | ReplicationState::Seeding
+            )
+        {
             return Err(ArmError::incorrect_replication_link_state());
         }
         let formats = member_formats(store, &g).await?;

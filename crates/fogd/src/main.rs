@@ -162,6 +162,15 @@ async fn serve(settings: Settings) -> Result<()> {
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("install the metrics recorder")?;
+    // Histograms are drained by `render` or `run_upkeep`; without a scraper only upkeep
+    // keeps their memory bounded.
+    let upkeep = prometheus.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
     let metrics = fog_api::MetricsRender(Arc::new(move || prometheus.render()));
 
     let store = Arc::new(SqliteStore::open(&dir.join("store.sqlite")).context("open the store")?);

@@ -347,6 +347,21 @@ async fn primary_killed_under_load_fails_over_after_grace_and_rejoins() {
         "{suspended:#}"
     );
 
+    // Failing back to a former primary that was never rewound would throw away every write
+    // since the failover: refused, forced or not.
+    for action in ["failover", "forceFailoverAllowDataLoss"] {
+        let url = s
+            .at_a
+            .replace(&format!("?{API}"), &format!("/{action}?{API}"));
+        let r = s.f.send(Method::POST, &url, None).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "IncorrectReplicationLinkState"),
+            "{action}: {}",
+            r.body
+        );
+    }
+
     // The host comes back and its PostgreSQL starts by itself — writable, on its old
     // history. It is never routed to; fogd stops, rewinds and re-attaches it.
     std::fs::remove_file(&host_a).expect("placeholder");
