@@ -110,6 +110,17 @@ pub struct ObservedGroup {
     /// When this observation was made.
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub at: Option<OffsetDateTime>,
+    /// The last time the secondary was seen streaming from the current primary.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub secondary_streaming_at: Option<OffsetDateTime>,
+    /// Since when the secondary, reachable and in recovery, has not streamed from a
+    /// primary that is up: it falls behind, and fogd repairs it once this lasts too long.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub secondary_stalled_since: Option<OffsetDateTime>,
+    /// Since when the read-write failover policy has been `Automatic` (as observed): the
+    /// grace period never counts time before it.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub automatic_since: Option<OffsetDateTime>,
 }
 
 impl ObservedGroup {
@@ -137,6 +148,8 @@ pub enum EventKind {
     AutomaticFailoverCountdownCancelled,
     AutomaticFailoverTriggered,
     AutomaticFailoverBlocked,
+    SecondaryRepairStarted,
+    ServerRestarted,
 }
 
 /// One entry of a group's history (format [`GroupEvent::FORMAT`]), stored under
@@ -256,6 +269,9 @@ mod tests {
             primary_unavailable_since: Some(t),
             countdown: Some(Countdown { since: t, due: t }),
             at: Some(t),
+            secondary_streaming_at: None,
+            secondary_stalled_since: None,
+            automatic_since: None,
         };
         let mut p = serde_json::json!({});
         o.view_properties(&mut p);

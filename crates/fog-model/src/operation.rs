@@ -83,9 +83,14 @@ pub enum Action {
         automatic: Option<String>,
     },
     /// Re-attaches a former primary as the group's secondary (fence, rewind, follow,
-    /// link): started by the health monitor once the old primary is reachable again.
+    /// link): started by the health monitor once the old primary is reachable again, or
+    /// to repair a secondary that stopped streaming.
     RejoinGroup {
         name: String,
+        /// Re-seed with a base backup instead of rewinding (a repair that rewinding did
+        /// not fix).
+        #[serde(default)]
+        reseed: bool,
     },
 }
 

@@ -499,6 +499,30 @@ async fn reattach(
     Ok((outcome, loss))
 }
 
+/// Replaces the secondary's data with a fresh base backup of the primary: the repair of a
+/// standby that rewinding did not bring back to streaming.
+async fn reseed_secondary(
+    o: &Orchestrator,
+    g: &FailoverGroupRecord,
+    secondary: &InstanceRecord,
+    primary: &InstanceRecord,
+) -> Result<(String, Option<DataLoss>), ArmError> {
+    let spec = o.server_spec(secondary).await?;
+    let primary_spec = o.server_spec(primary).await?;
+    let source = o
+        .replication_source(primary, &secondary.uid, &g.slot)
+        .await?;
+    o.agent
+        .ensure_slot(&primary_spec, &g.slot)
+        .await
+        .map_err(engine("rejoin"))?;
+    let outcome = match o.agent.reseed_standby(&spec, &source, g.generation).await {
+        Ok(()) => "reseeded".to_string(),
+        Err(e) => format!("rejoin failed: {e}"),
+    };
+    Ok((outcome, None))
+}
+
 /// Steps of [`Action::RejoinGroup`]: the group's `secondary` is a former primary.
 ///
 /// | step | does |
@@ -526,14 +550,24 @@ pub(crate) async fn rejoin(
         }
         "rejoin.rewind" => {
             if g.secondary_needs_rejoin {
-                let (outcome, loss) =
-                    reattach(o, g, &secondary.value, &primary.value, false).await?;
+                let reseed = matches!(op.action, Action::RejoinGroup { reseed: true, .. });
+                let (outcome, loss) = if reseed {
+                    reseed_secondary(o, g, &secondary.value, &primary.value).await?
+                } else {
+                    reattach(o, g, &secondary.value, &primary.value, false).await?
+                };
                 if outcome.starts_with("rejoin failed") {
                     return Err(ArmError::new(500, "OperationFailed", outcome));
                 }
                 let mut next = g.clone();
                 next.secondary_needs_rejoin = false;
-                if let Some(r) = next.last_failover.as_mut() {
+                // A former primary's late re-attach completes the last failover's report;
+                // the repair of a secondary that stalled later is not part of it.
+                if let Some(r) = next
+                    .last_failover
+                    .as_mut()
+                    .filter(|r| r.old_primary.starts_with("rejoin failed"))
+                {
                     r.old_primary = format!("{outcome} (later)");
                     if r.data_loss.is_none() {
                         r.data_loss = loss.clone();

@@ -83,7 +83,7 @@ fn group_name(action: &Action) -> &str {
         | Action::UpdateFailoverGroup { name, .. }
         | Action::DeleteFailoverGroup { name }
         | Action::FailoverGroup { name, .. }
-        | Action::RejoinGroup { name } => name,
+        | Action::RejoinGroup { name, .. } => name,
         _ => "",
     }
 }
@@ -216,7 +216,7 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
     match (&op.action, step) {
         (Action::CreateFailoverGroup { .. }, "create_group.align") => {
             let spec = o.server_spec(&m.secondary.value).await?;
-            let secret = catalog::secret(store, &m.secondary.value.uid)
+            let secret = catalog::secret(store, &o.secrets, &m.secondary.value.uid)
                 .await
                 .map_err(store_err)?
                 .ok_or_else(|| ArmError::internal("the instance's credentials are missing"))?;
@@ -306,13 +306,14 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
                 ),
                 catalog::event_write(name, &created),
             ];
-            if let Some(mut secret) = catalog::secret(store, &m.secondary.value.uid)
+            if let Some(mut secret) = catalog::secret(store, &o.secrets, &m.secondary.value.uid)
                 .await
                 .map_err(store_err)?
             {
                 secret.previous_superuser_password = None;
-                writes.push(put(
-                    catalog::secret_key(&m.secondary.value.uid),
+                writes.push(catalog::secret_put(
+                    &o.secrets,
+                    &m.secondary.value.uid,
                     &secret,
                     Precondition::Any,
                 ));
@@ -420,7 +421,7 @@ pub(crate) async fn compensate(o: &Orchestrator, op: &OperationRecord) -> Vec<Wr
             }
             if let (Ok(spec), Ok(Some(mut secret))) = (
                 o.server_spec(&m.secondary.value).await,
-                catalog::secret(o.store.as_ref(), &m.secondary.value.uid).await,
+                catalog::secret(o.store.as_ref(), &o.secrets, &m.secondary.value.uid).await,
             ) {
                 match agent.replication_status(&spec).await {
                     Ok(st) if st.in_recovery => {
@@ -435,8 +436,9 @@ pub(crate) async fn compensate(o: &Orchestrator, op: &OperationRecord) -> Vec<Wr
                     }
                 }
                 secret.previous_superuser_password = None;
-                writes.push(put(
-                    catalog::secret_key(&m.secondary.value.uid),
+                writes.push(catalog::secret_put(
+                    &o.secrets,
+                    &m.secondary.value.uid,
                     &secret,
                     Precondition::Any,
                 ));

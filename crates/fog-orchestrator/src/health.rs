@@ -83,6 +83,10 @@ pub fn automatic_decision(
 struct Probed {
     probe: Option<HealthProbe>,
     error: Option<String>,
+    /// The port the member's server listens on (from its record).
+    port: Option<u16>,
+    /// The probe did not answer within `probe_timeout` (as opposed to failing).
+    timed_out: bool,
 }
 
 fn secs(d: time::Duration) -> f64 {
@@ -98,15 +102,20 @@ impl Orchestrator {
                 return Probed {
                     probe: None,
                     error: Some("instance record missing".into()),
+                    port: None,
+                    timed_out: false,
                 }
             }
         };
+        let port = Some(inst.endpoint.port);
         let spec = match self.server_spec(&inst).await {
             Ok(s) => s,
             Err(e) => {
                 return Probed {
                     probe: None,
                     error: Some(e.message),
+                    port,
+                    timed_out: false,
                 }
             }
         };
@@ -115,10 +124,14 @@ impl Orchestrator {
             Ok(Ok(p)) => Probed {
                 probe: Some(p),
                 error: None,
+                port,
+                timed_out: false,
             },
             Ok(Err(e)) => Probed {
                 probe: None,
                 error: Some(e.to_string()),
+                port,
+                timed_out: false,
             },
             Err(_) => Probed {
                 probe: None,
@@ -126,6 +139,8 @@ impl Orchestrator {
                     "probe timed out after {} ms",
                     self.config.probe_timeout.as_millis()
                 )),
+                port,
+                timed_out: true,
             },
         }
     }
@@ -175,17 +190,71 @@ impl Orchestrator {
             b.generation == g.generation && b.at.is_some_and(|t| secs(now - t) <= gap.as_secs_f64())
         });
 
+        // Both members silent at once, each past its timeout: far more likely fogd itself
+        // is starved (CPU, file handles) than two servers in two regions failing in the
+        // same second. Such a round says nothing; it is not recorded and moves no countdown.
+        if p.timed_out && s.timed_out {
+            tracing::warn!(group = %g.name, "both members' probes timed out; treating the round as inconclusive (fogd may be overloaded)");
+            return before.and_then(|b| b.countdown.map(|c| c.due));
+        }
+        // The same generation's previous observation, however old: what was learnt about
+        // the secondary's streaming stays true across a gap in watching.
+        let same_gen = previous.as_ref().filter(|b| b.generation == g.generation);
+        let settle = self.config.probe_interval * 2 + self.config.probe_timeout;
+        let settle_t = time::Duration::try_from(settle).unwrap_or(time::Duration::ZERO);
+
         let primary_ok = p.probe.as_ref().is_some_and(|x| !x.in_recovery && x.wrote);
         let primary_error = match (&p.probe, &p.error) {
             (_, Some(e)) => Some(e.clone()),
             (Some(x), None) if x.in_recovery => Some("the server is a standby".to_string()),
             _ => None,
         };
+        let unavailable_since = if primary_ok {
+            None
+        } else {
+            before
+                .as_ref()
+                .and_then(|b| b.primary_unavailable_since)
+                .or(Some(now))
+        };
         // A "secondary" that accepts writes is a former primary that came back on its old
         // history: it is never routed to and must be rewound.
         let stale_primary = s.probe.as_ref().is_some_and(|x| !x.in_recovery);
-        let secondary_ok =
-            s.probe.as_ref().is_some_and(|x| x.in_recovery) && !g.secondary_needs_rejoin;
+        let standby = s.probe.as_ref().is_some_and(|x| x.in_recovery) && !g.secondary_needs_rejoin;
+        // Streaming from *this* group's primary: a receiver connected elsewhere, or one
+        // that is starting, waiting or stopping, does not count.
+        let streaming = standby
+            && s.probe.as_ref().is_some_and(|x| {
+                x.receiver_status.as_deref() == Some("streaming")
+                    && x.sender_port.is_some()
+                    && x.sender_port == p.port
+            });
+        let streaming_at = if streaming {
+            Some(now)
+        } else {
+            same_gen.and_then(|b| b.secondary_streaming_at)
+        };
+        // A standby that does not stream while the primary is up falls behind. While the
+        // primary is down nobody can stream; a stall that began with the outage is the
+        // outage's, one that clearly began before it is the secondary's own.
+        let stalled_since = if streaming {
+            None
+        } else if primary_ok && standby {
+            same_gen
+                .and_then(|b| b.secondary_stalled_since)
+                .or(Some(now))
+        } else if let Some(down) = unavailable_since {
+            same_gen
+                .and_then(|b| b.secondary_stalled_since)
+                .filter(|t| *t + settle_t < down)
+        } else {
+            same_gen.and_then(|b| b.secondary_stalled_since)
+        };
+        let stalled_for = stalled_since.map(|t| now - t);
+        // Healthy: a standby that streams from the primary, or one whose receiver is only
+        // restarting (stalled for less than `settle`), or — with the primary down — one
+        // that was not known to be behind.
+        let secondary_ok = standby && stalled_for.is_none_or(|d| d < settle_t);
         let secondary_error = if stale_primary {
             Some(
                 "running writable outside the group (a former primary): fenced, awaiting rewind"
@@ -199,13 +268,19 @@ impl Orchestrator {
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default()
             ))
+        } else if standby && !secondary_ok {
+            let receiver = s
+                .probe
+                .as_ref()
+                .and_then(|x| x.receiver_status.clone())
+                .unwrap_or_else(|| "not running".into());
+            Some(format!(
+                "not streaming from the primary since {} (WAL receiver: {receiver}); it falls behind and fogd re-attaches it",
+                stalled_since.map(fog_model::health::rfc3339).unwrap_or_default()
+            ))
         } else {
             s.error.clone()
         };
-        let streaming = secondary_ok
-            && s.probe
-                .as_ref()
-                .is_some_and(|x| x.receiver_status.as_deref() == Some("streaming"));
 
         let member = |ok: bool, error: Option<String>, prev: Option<&MemberHealth>| {
             let status = if ok {
@@ -254,19 +329,19 @@ impl Orchestrator {
             // The last known value survives role changes and gaps.
             previous.as_ref().and_then(|b| b.last_in_sync)
         };
-        let unavailable_since = if primary_ok {
-            None
-        } else {
-            before
-                .as_ref()
-                .and_then(|b| b.primary_unavailable_since)
-                .or(Some(now))
+        // The grace period counts only time under the automatic policy: switching to it
+        // while the primary is down starts the countdown at the switch.
+        let automatic_since = (g.policies.read_write == "Automatic")
+            .then(|| same_gen.and_then(|b| b.automatic_since).unwrap_or(now));
+        let counted_since = match (unavailable_since, automatic_since) {
+            (Some(u), Some(a)) => Some(u.max(a)),
+            (u, _) => u,
         };
         let decision = automatic_decision(
             &g.policies,
             self.config.grace_period_unit,
             now,
-            unavailable_since,
+            counted_since,
             secondary_ok && !stale_primary,
         );
         let countdown = match &decision {
@@ -292,6 +367,9 @@ impl Orchestrator {
             primary_unavailable_since: unavailable_since,
             countdown,
             at: Some(now),
+            secondary_streaming_at: streaming_at,
+            secondary_stalled_since: stalled_since,
+            automatic_since,
         };
 
         // What changed, as events.
@@ -367,7 +445,7 @@ impl Orchestrator {
                 format!("primary {pname} recovered within the grace period; no failover"),
             )),
             AutoDecision::Blocked(_)
-                if !matches!(&before, Some(b) if b.countdown.as_ref().is_some_and(|c| now >= c.due)) =>
+                if !matches!(&before, Some(b) if b.countdown.as_ref().is_some_and(|c| b.at.is_some_and(|at| at >= c.due))) =>
             {
                 events.push(GroupEvent::new(
                     EventKind::AutomaticFailoverBlocked,
@@ -439,7 +517,49 @@ impl Orchestrator {
         } else if (g.secondary_needs_rejoin || stale_primary) && primary_ok {
             // Rewinding needs the primary: while it is down there is nothing to rejoin to
             // (and a stale former primary is not routed to meanwhile).
-            self.maybe_start_rejoin(group.clone(), stale_primary).await;
+            self.maybe_start_rejoin(group.clone(), stale_primary, false)
+                .await;
+        } else if primary_ok && standby && stalled_for.is_some_and(|d| d >= self.repair_after()) {
+            // A standby that has not streamed for this long will not start by itself:
+            // re-attach it (rewind and follow); if a repair already failed to make it
+            // stream, re-seed it.
+            let reseed = self
+                .repairs
+                .lock()
+                .map(|r| r.get(&g.name).copied().unwrap_or(0) > 0)
+                .unwrap_or(false);
+            if self.maybe_start_rejoin(group.clone(), false, reseed).await {
+                if let Ok(mut r) = self.repairs.lock() {
+                    *r.entry(g.name.clone()).or_default() += 1;
+                }
+                let how = if reseed {
+                    "re-seeding"
+                } else {
+                    "rewinding and re-attaching"
+                };
+                let event = GroupEvent::new(
+                    EventKind::SecondaryRepairStarted,
+                    gen,
+                    format!(
+                        "secondary {sname} has not streamed from the primary since {}: {how} it",
+                        stalled_since
+                            .map(fog_model::health::rfc3339)
+                            .unwrap_or_default()
+                    ),
+                );
+                tracing::warn!(group = %g.name, "{}", event.message);
+                if let Err(e) = store
+                    .commit(vec![catalog::event_write(&g.name, &event)])
+                    .await
+                {
+                    tracing::warn!(group = %g.name, error = %e, "recording an event failed");
+                }
+            }
+        }
+        if streaming {
+            if let Ok(mut r) = self.repairs.lock() {
+                r.remove(&g.name);
+            }
         }
         match decision {
             AutoDecision::Countdown(c) => Some(c.due),
@@ -492,11 +612,18 @@ impl Orchestrator {
     /// Starts re-attaching a former primary when it can succeed: at once if it runs writable
     /// (it must be stopped), otherwise when its data is there, at most every
     /// `rejoin_retry_interval`.
-    async fn maybe_start_rejoin(&self, group: Versioned<FailoverGroupRecord>, stale_primary: bool) {
+    ///
+    /// Returns whether a rejoin operation started.
+    async fn maybe_start_rejoin(
+        &self,
+        group: Versioned<FailoverGroupRecord>,
+        stale_primary: bool,
+        reseed: bool,
+    ) -> bool {
         let g = group.value.clone();
         let due = {
             let Ok(mut last) = self.rejoin_attempts.lock() else {
-                return;
+                return false;
             };
             let now = tokio::time::Instant::now();
             let ready = stale_primary
@@ -509,20 +636,20 @@ impl Orchestrator {
             ready
         };
         if !due {
-            return;
+            return false;
         }
         if !stale_primary {
             let Ok(Some(inst)) =
                 catalog::instance(self.store.as_ref(), &g.secondary.instance).await
             else {
-                return;
+                return false;
             };
             let Ok(spec) = self.server_spec(&inst.value).await else {
-                return;
+                return false;
             };
             match self.agent.status(&spec).await {
                 Ok(st) if st.has_data => {}
-                _ => return,
+                _ => return false,
             }
         }
         let mut g2 = g.clone();
@@ -539,16 +666,30 @@ impl Orchestrator {
                 fog_model::api_version::LATEST_STABLE,
                 Action::RejoinGroup {
                     name: g.name.clone(),
+                    reseed,
                 },
                 vec![],
             )
             .await
         {
             Ok(op) => {
-                tracing::info!(group = %g.name, operation = %op.id, "re-attaching the former primary")
+                tracing::info!(group = %g.name, operation = %op.id, reseed, "re-attaching the secondary");
+                true
             }
-            Err(e) => tracing::debug!(group = %g.name, error = %e.message, "rejoin not started"),
+            Err(e) => {
+                tracing::debug!(group = %g.name, error = %e.message, "rejoin not started");
+                false
+            }
         }
+    }
+
+    /// How long a standby may go without streaming from an available primary before fogd
+    /// repairs it: long enough for a restarting WAL receiver, a few probes, and the retry
+    /// interval of rejoins.
+    fn repair_after(&self) -> time::Duration {
+        let d = (self.config.probe_interval * 5 + self.config.probe_timeout * 2)
+            .max(self.config.rejoin_retry_interval);
+        time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
     }
 
     fn publish_metrics(&self, g: &FailoverGroupRecord, o: &ObservedGroup) {

@@ -10,13 +10,31 @@ use time::OffsetDateTime;
 
 impl Orchestrator {
     /// Starts a runner for `op_id` in the background.
+    /// At most one runner per operation in this process; the CAS on the operation record
+    /// keeps runners of other processes (or a racing one) from driving it twice.
     pub(crate) fn spawn(&self, op_id: String) {
+        match self.runners.lock() {
+            Ok(mut r) => {
+                if !r.insert(op_id.clone()) {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
         let o = self.clone();
         tokio::spawn(async move {
             if let Err(e) = o.run(&op_id).await {
                 tracing::error!(operation = %op_id, error = %e, "operation runner stopped");
             }
+            if let Ok(mut r) = o.runners.lock() {
+                r.remove(&op_id);
+            }
         });
+    }
+
+    /// Whether a runner of this process drives `op_id` now.
+    pub(crate) fn is_driven(&self, op_id: &str) -> bool {
+        self.runners.lock().is_ok_and(|r| r.contains(op_id))
     }
 
     async fn run(&self, op_id: &str) -> Result<(), StoreError> {
@@ -76,11 +94,12 @@ impl Orchestrator {
                         }
                         Err(StoreError::Conflict { key }) => {
                             // Something keeps changing what this operation must publish;
-                            // leave it resumable rather than spin.
+                            // leave it resumable rather than spin: the sweep starts a new
+                            // runner for it later.
                             tracing::error!(
                                 operation = op_id,
                                 key,
-                                "finish keeps conflicting; giving up until restart"
+                                "finish keeps conflicting; leaving it to the next sweep"
                             );
                             return Ok(());
                         }

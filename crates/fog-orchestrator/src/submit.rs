@@ -149,7 +149,7 @@ impl Orchestrator {
         self.store
             .commit(vec![
                 put(catalog::instance_key(&id), &record, Precondition::Absent),
-                put(catalog::secret_key(&uid), &secret, Precondition::Absent),
+                catalog::secret_put(&self.secrets, &uid, &secret, Precondition::Absent),
                 put(catalog::operation_key(&op.id), &op, Precondition::Absent),
             ])
             .await
@@ -278,11 +278,13 @@ impl Orchestrator {
     }
 
     /// The instance a database operation runs on: it must exist, be provisioned, and not be
-    /// busy with an instance operation.
+    /// busy with an instance operation or (as a group member) a group operation. Returns it
+    /// with the checks the accepting batch must carry: the instance's revision and, for a
+    /// group member, the group's — so a failover accepted meanwhile makes the batch fail.
     async fn ready_instance(
         &self,
         id: &ManagedInstanceId,
-    ) -> Result<fog_store::typed::Versioned<InstanceRecord>, ArmError> {
+    ) -> Result<(fog_store::typed::Versioned<InstanceRecord>, Vec<Write>), ArmError> {
         let inst = catalog::instance(self.store.as_ref(), id)
             .await
             .map_err(store_err)?
@@ -303,9 +305,18 @@ impl Orchestrator {
                 if g.value.secondary.instance.key() == id.key() {
                     return Err(ArmError::database_on_geo_secondary(&id.name, name));
                 }
+                if g.value.active_operation.is_some() {
+                    return Err(ArmError::conflicting_server_operation());
+                }
+                let checks = vec![
+                    Write::check(catalog::instance_key(id), inst.revision),
+                    Write::check(catalog::group_key(&g.value.name), g.revision),
+                ];
+                return Ok((inst, checks));
             }
         }
-        Ok(inst)
+        let checks = vec![Write::check(catalog::instance_key(id), inst.revision)];
+        Ok((inst, checks))
     }
 
     /// Accepts the creation of a database (or reports that it exists).
@@ -316,7 +327,7 @@ impl Orchestrator {
         spec: DatabaseSpec,
         api_version: &str,
     ) -> Result<DatabaseCreate, ArmError> {
-        let inst = self.ready_instance(id).await?;
+        let (inst, checks) = self.ready_instance(id).await?;
         if let Some(existing) = catalog::database(self.store.as_ref(), id, name)
             .await
             .map_err(store_err)?
@@ -355,16 +366,17 @@ impl Orchestrator {
             creation_date: OffsetDateTime::now_utc(),
             active_operation: Some(op.id.clone()),
         };
+        let mut writes = checks;
+        writes.extend([
+            put(
+                catalog::database_key(id, name),
+                &record,
+                Precondition::Absent,
+            ),
+            put(catalog::operation_key(&op.id), &op, Precondition::Absent),
+        ]);
         self.store
-            .commit(vec![
-                Write::check(catalog::instance_key(id), inst.revision),
-                put(
-                    catalog::database_key(id, name),
-                    &record,
-                    Precondition::Absent,
-                ),
-                put(catalog::operation_key(&op.id), &op, Precondition::Absent),
-            ])
+            .commit(writes)
             .await
             .map_err(|e| conflict_or_store(e, ArmError::conflicting_server_operation()))?;
         self.spawn(op.id.clone());
@@ -380,7 +392,7 @@ impl Orchestrator {
     ) -> Result<Option<OperationRecord>, ArmError> {
         let store = self.store.as_ref();
         // The instance first, so a geo-secondary gets its clear refusal.
-        let inst = self.ready_instance(id).await?;
+        let (inst, checks) = self.ready_instance(id).await?;
         let Some(db) = catalog::database(store, id, name)
             .await
             .map_err(store_err)?
@@ -402,16 +414,17 @@ impl Orchestrator {
         );
         let mut rec = db.value;
         rec.active_operation = Some(op.id.clone());
+        let mut writes = checks;
+        writes.extend([
+            put(
+                catalog::database_key(id, name),
+                &rec,
+                Precondition::Revision(db.revision),
+            ),
+            put(catalog::operation_key(&op.id), &op, Precondition::Absent),
+        ]);
         self.store
-            .commit(vec![
-                Write::check(catalog::instance_key(id), inst.revision),
-                put(
-                    catalog::database_key(id, name),
-                    &rec,
-                    Precondition::Revision(db.revision),
-                ),
-                put(catalog::operation_key(&op.id), &op, Precondition::Absent),
-            ])
+            .commit(writes)
             .await
             .map_err(|e| conflict_or_store(e, ArmError::conflicting_server_operation()))?;
         self.spawn(op.id.clone());

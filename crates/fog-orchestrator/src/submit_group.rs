@@ -46,7 +46,7 @@ impl Orchestrator {
         standby_uid: &str,
         slot: &str,
     ) -> Result<ReplicationSource, ArmError> {
-        let secret = catalog::secret(self.store.as_ref(), &primary.uid)
+        let secret = catalog::secret(self.store.as_ref(), &self.secrets, &primary.uid)
             .await
             .map_err(store_err)?
             .ok_or_else(|| ArmError::internal("the instance's credentials are missing"))?;
@@ -224,8 +224,12 @@ impl Orchestrator {
         };
         // Roles are replicated data: once seeded, the secondary has the primary's internal
         // credentials. The old superuser password is kept until the alignment step ran.
-        let p_secret = catalog::secret(store, &p.uid).await.map_err(store_err)?;
-        let s_secret = catalog::secret(store, &s.uid).await.map_err(store_err)?;
+        let p_secret = catalog::secret(store, &self.secrets, &p.uid)
+            .await
+            .map_err(store_err)?;
+        let s_secret = catalog::secret(store, &self.secrets, &s.uid)
+            .await
+            .map_err(store_err)?;
         let (Some(p_secret), Some(s_secret)) = (p_secret, s_secret) else {
             return Err(ArmError::internal("the instances' credentials are missing"));
         };
@@ -251,7 +255,7 @@ impl Orchestrator {
                     &s_rec,
                     Precondition::Revision(partner.revision),
                 ),
-                put(catalog::secret_key(&s.uid), &aligned, Precondition::Any),
+                catalog::secret_put(&self.secrets, &s.uid, &aligned, Precondition::Any),
                 put(
                     catalog::listener_ports_key(name),
                     &ListenerReservation { ports: listeners },
@@ -432,16 +436,35 @@ impl Orchestrator {
         action: Action,
         extra: Vec<Write>,
     ) -> Result<OperationRecord, ArmError> {
+        // A database operation on either member excludes a group operation, and the other
+        // way round (see `ready_instance`): a failover must not move a database record out
+        // from under its own creation. The checks make the exclusion atomic.
+        let mut checks = Vec::new();
+        for member in [&g.primary.instance, &g.secondary.instance] {
+            for db in catalog::databases(self.store.as_ref(), member)
+                .await
+                .map_err(store_err)?
+            {
+                if db.value.active_operation.is_some() {
+                    return Err(ArmError::conflicting_server_operation());
+                }
+                checks.push(Write::check(
+                    catalog::database_key(member, &db.value.name),
+                    db.revision,
+                ));
+            }
+        }
         let op = Self::new_group_operation(addr, api_version, action);
         g.active_operation = Some(op.id.clone());
-        let mut writes = vec![
+        let mut writes = checks;
+        writes.extend(vec![
             put(
                 catalog::group_key(&g.name),
                 &g,
                 Precondition::Revision(revision),
             ),
             put(catalog::operation_key(&op.id), &op, Precondition::Absent),
-        ];
+        ]);
         writes.extend(extra);
         self.store
             .commit(writes)

@@ -272,6 +272,9 @@ mod tests {
             primary_unavailable_since: None,
             countdown: None,
             at: None,
+            secondary_streaming_at: None,
+            secondary_stalled_since: None,
+            automatic_since: None,
         }
     }
 

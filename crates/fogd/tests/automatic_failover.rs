@@ -489,7 +489,8 @@ async fn recovery_within_grace_cancels_and_manual_never_fails_over() {
         "Unavailable"
     );
     tokio::time::sleep(Duration::from_millis(1500).saturating_sub(down.elapsed())).await;
-    start_server_at(&pgdata_a, &s.a).expect("start");
+    // fogd restarts a server that stopped by itself; if it has not yet, its host does.
+    let _ = start_server_at(&pgdata_a, &s.a);
     let back = s
         .until("primary healthy again", |g| {
             g["properties"]["health"]["primary"]["status"] == "Healthy"
@@ -533,8 +534,8 @@ async fn recovery_within_grace_cancels_and_manual_never_fails_over() {
     );
     assert!(!events.iter().any(|e| e == "AutomaticFailoverTriggered"));
 
-    // Manual: the primary stays down for well over twice the grace period, and nothing
-    // fails over by itself.
+    // Manual: the primary stays down for well over twice the grace period (its host is
+    // gone, so nobody can restart it), and nothing fails over by itself.
     let manual = Fogd::group_body(
         &s.a,
         &s.b,
@@ -543,7 +544,12 @@ async fn recovery_within_grace_cancels_and_manual_never_fails_over() {
     );
     let r = s.f.send(Method::PUT, &s.at_a, Some(&manual)).await;
     assert_eq!(s.f.wait_operation(&r).await["status"], "Succeeded");
+    let pgdata_a = s.f.pgdata_of(&s.a);
+    let host_a = pgdata_a.parent().expect("instance dir").to_path_buf();
+    let lost = host_a.with_extension("lost");
     stop_server_at(&pgdata_a);
+    std::fs::rename(&host_a, &lost).expect("take the host away");
+    std::fs::write(&host_a, "unreachable").expect("placeholder");
     let down = Instant::now();
     s.until("primary seen down", |g| {
         g["properties"]["health"]["primary"]["status"] == "Unavailable"
@@ -560,7 +566,9 @@ async fn recovery_within_grace_cancels_and_manual_never_fails_over() {
         !events.iter().any(|e| e == "AutomaticFailoverTriggered"),
         "{events:?}"
     );
-    start_server_at(&pgdata_a, &s.a).expect("start");
+    std::fs::remove_file(&host_a).expect("placeholder");
+    std::fs::rename(&lost, &host_a).expect("host back");
+    // fogd starts it again by itself.
     s.until("healthy again", |g| {
         g["properties"]["replicationState"] == "CATCH_UP"
             && g["properties"]["health"]["primary"]["status"] == "Healthy"

@@ -84,9 +84,14 @@ async fn read_only_endpoint_follows_its_failover_policy() {
     assert_eq!(reaches_standby(&g, "readOnly").await, Ok(true));
     assert_eq!(reaches_standby(&g, "readWrite").await, Ok(false));
 
-    // Secondary down: the observer reports SUSPENDED; Enabled sends read-only traffic to
-    // the primary.
+    // Secondary down (its host gone, so fogd cannot restart it): the observer reports
+    // SUSPENDED; Enabled sends read-only traffic to the primary.
+    let pgdata_b = f.pgdata_of(&b);
+    let host_b = pgdata_b.parent().expect("instance dir").to_path_buf();
+    let lost_b = host_b.with_extension("lost");
     f.pg_ctl(&b, "stop", "fast");
+    std::fs::rename(&host_b, &lost_b).expect("take the host away");
+    std::fs::write(&host_b, "unreachable").expect("placeholder");
     until("SUSPENDED", || async {
         f.send(Method::GET, &p, None).await.body["properties"]["replicationState"] == "SUSPENDED"
     })
@@ -113,8 +118,10 @@ async fn read_only_endpoint_follows_its_failover_policy() {
         matches!(reaches_standby(&g, "readOnly").await, Err(e) if e.contains("failoverPolicy is Disabled"))
     }).await;
 
-    // Fogd restarts: listeners come back on the same ports; the secondary is restarted by
-    // reconcile and streams again, so read-only reaches it once more.
+    // The host returns and fogd restarts: listeners come back on the same ports; the
+    // secondary is started again and streams, so read-only reaches it once more.
+    std::fs::remove_file(&host_b).expect("placeholder");
+    std::fs::rename(&lost_b, &host_b).expect("host back");
     f.kill9();
     f.launch(&[]).await;
     until("secondary back and streaming", || async {
