@@ -191,3 +191,5 @@ pub fn write_section(
     };
     std::fs::write(path, updated).with_context(|| format!("write {}", path.display()))
 }
+
+pub mod campaign;

@@ -1,0 +1,472 @@
+//! One release `fogd serve` under the campaign's control: launched (again) with chosen
+//! environment variables, killed -9, frozen and thawed, and spoken to over its HTTPS API.
+
+use crate::PgUser;
+use anyhow::{anyhow, bail, Context, Result};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const API: &str = "api-version=2025-01-01";
+
+/// The settings every launch gets (every other `FOGD_*` variable is removed).
+pub const BASE_ENV: &[(&str, &str)] = &[
+    // One grace-period "minute" lasts a second, and grace periods may be that short, so an
+    // automatic failover is seconds away.
+    ("FOGD_GRACE_PERIOD_UNIT_MS", "1000"),
+    ("FOGD_MIN_GRACE_PERIOD_MINUTES", "1"),
+    // Health probes twice a second (a failed probe counts after 1.5 s), and a former
+    // primary that could not rejoin is retried every second.
+    ("FOGD_PROBE_INTERVAL_MS", "500"),
+    ("FOGD_PROBE_TIMEOUT_MS", "1500"),
+    ("FOGD_REJOIN_RETRY_MS", "1000"),
+];
+
+/// An HTTP answer: status, headers and JSON body (`Null` when empty or not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
+    /// The `Azure-AsyncOperation` URL as a path (it names the authority of the fogd that
+    /// answered; after a restart on another port only the path is still good).
+    pub fn operation(&self) -> Option<String> {
+        self.header("azure-asyncoperation").map(|u| url_path(&u))
+    }
+
+    pub fn code(&self) -> String {
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+/// `https://host:port/path?q` → `/path?q`; a path stays as it is.
+pub fn url_path(url: &str) -> String {
+    match url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    {
+        Some(rest) => rest
+            .find('/')
+            .map_or_else(|| "/".to_string(), |i| rest[i..].to_string()),
+        None => url.to_string(),
+    }
+}
+
+/// The fogd process and its API client.
+pub struct Fogd {
+    bin: PathBuf,
+    pub data: PathBuf,
+    pub log: PathBuf,
+    pg_bin_dir: PathBuf,
+    user: PgUser,
+    child: Option<Child>,
+    launches: u32,
+    pub url: String,
+    pub token: String,
+    pub sub: String,
+    pub client: reqwest::Client,
+    ca: Option<reqwest::Certificate>,
+}
+
+impl Fogd {
+    pub fn new(bin: &Path, root: &Path, pg_bin_dir: &Path, user: &PgUser) -> Self {
+        Fogd {
+            bin: bin.to_path_buf(),
+            data: root.join("data"),
+            log: root.join("fogd.log"),
+            pg_bin_dir: pg_bin_dir.to_path_buf(),
+            user: user.clone(),
+            child: None,
+            launches: 0,
+            url: String::new(),
+            token: String::new(),
+            sub: String::new(),
+            client: reqwest::Client::new(),
+            ca: None,
+        }
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok())
+    }
+
+    pub fn running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Starts fogd with [`BASE_ENV`] plus `extra` and waits until its API listens
+    /// (`api-url` rewritten). Returns early with an error if fogd exits first.
+    pub async fn launch(&mut self, extra: &[(&str, &str)]) -> Result<()> {
+        if self.running() {
+            bail!("fogd is already running");
+        }
+        self.launches += 1;
+        let _ = std::fs::remove_file(self.data.join("api-url"));
+        let mut log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .context("open fogd log")?;
+        let _ = writeln!(
+            log_file,
+            "=== campaign: launch #{} {}",
+            self.launches,
+            extra
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let mut cmd = std::process::Command::new(&self.bin);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&self.data)
+            .arg("--pg-bin-dir")
+            .arg(&self.pg_bin_dir)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().context("fogd log")?)
+            .stderr(log_file)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("FOGD_") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in BASE_ENV.iter().chain(extra.iter()) {
+            cmd.env(k, v);
+        }
+        if let Some((name, _, _)) = &self.user {
+            cmd.arg("--pg-os-user").arg(name);
+        }
+        let child = cmd.spawn().with_context(|| {
+            format!(
+                "start {} (build it: cargo build --release -p fogd -p fog-bench)",
+                self.bin.display()
+            )
+        })?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(u) = std::fs::read_to_string(self.data.join("api-url")) {
+                if !u.trim().is_empty() {
+                    self.url = u.trim().to_string();
+                    break;
+                }
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Some(status) = c.try_wait().context("wait for fogd")? {
+                    self.child = None;
+                    bail!(
+                        "fogd exited during start-up ({status}); log:\n{}",
+                        self.log_tail(20)
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "fogd did not write api-url within 60 s; log:\n{}",
+                    self.log_tail(20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if self.ca.is_none() {
+            let read = |name: &str| -> Result<String> {
+                Ok(std::fs::read_to_string(self.data.join(name))
+                    .with_context(|| format!("read {name}"))?
+                    .trim()
+                    .to_string())
+            };
+            self.token = read("admin-token")?;
+            self.sub = read("subscription-id")?;
+            let ca = std::fs::read(self.data.join("ca.pem")).context("read ca.pem")?;
+            let ca = reqwest::Certificate::from_pem(&ca).context("parse ca.pem")?;
+            self.client = reqwest::Client::builder()
+                .tls_certs_only([ca.clone()])
+                .timeout(Duration::from_secs(30))
+                .build()
+                .context("HTTPS client")?;
+            self.ca = Some(ca);
+        }
+        Ok(())
+    }
+
+    /// A client that opens a new connection for every request (as a new user would).
+    pub fn fresh_client(&self, timeout: Duration) -> Result<reqwest::Client> {
+        let ca = self
+            .ca
+            .clone()
+            .ok_or_else(|| anyhow!("fogd never started"))?;
+        reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .pool_max_idle_per_host(0)
+            .timeout(timeout)
+            .build()
+            .context("HTTPS client")
+    }
+
+    pub fn ca_pem(&self) -> Result<Vec<u8>> {
+        std::fs::read(self.data.join("ca.pem")).context("read ca.pem")
+    }
+
+    /// The API's `host:port`.
+    pub fn api_addr(&self) -> String {
+        url_path_authority(&self.url)
+    }
+
+    /// SIGKILL (a crash: nothing is cleaned up; PostgreSQL servers keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {
+        let pid = self.pid().ok_or_else(|| anyhow!("fogd is not running"))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+            .with_context(|| format!("{sig} to fogd"))
+    }
+
+    /// Waits up to `timeout` for fogd to exit by itself.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let Some(c) = self.child.as_mut() else {
+                bail!("fogd is not running");
+            };
+            if let Some(s) = c.try_wait().context("wait for fogd")? {
+                self.child = None;
+                return Ok(Some(s));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after 60 s.
+    pub fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            // A frozen fogd would never see the SIGTERM.
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("fogd did not stop within 60 s of SIGTERM; killing it");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The log's lines written after byte `from` that say something went wrong (warnings,
+    /// errors, failpoints, panics, launches), the last `max` of them.
+    pub fn log_excerpt(&self, from: u64, max: usize) -> Vec<String> {
+        let bytes = std::fs::read(&self.log).unwrap_or_default();
+        let from = usize::try_from(from).unwrap_or(0).min(bytes.len());
+        let text = String::from_utf8_lossy(&bytes[from..]);
+        let keep: Vec<String> = text
+            .lines()
+            .filter(|l| {
+                l.contains(" WARN ")
+                    || l.contains(" ERROR ")
+                    || l.contains("failpoint")
+                    || l.contains("panicked")
+                    || l.starts_with("=== campaign")
+            })
+            .map(|l| shorten(l, 400))
+            .collect();
+        keep[keep.len().saturating_sub(max)..].to_vec()
+    }
+
+    pub fn rg_path(&self, rg: &str) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{rg}/providers/Microsoft.Sql",
+            self.sub
+        )
+    }
+
+    /// Sends a request to a path (or to an absolute URL fogd handed out, by its path).
+    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply> {
+        send_with(
+            &self.client,
+            &self.url,
+            &self.token,
+            method,
+            &url_path(path),
+            body,
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        let r = self.send(Method::GET, path, None).await?;
+        if r.status != StatusCode::OK {
+            bail!("GET {path}: {} {}", r.status, r.body);
+        }
+        Ok(r.body)
+    }
+
+    /// Polls an operation-status path every 50 ms until it is no longer `InProgress`;
+    /// returns its status view. Transport errors (fogd restarting) are retried.
+    pub async fn wait_operation(&self, status: &str, timeout: Duration) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(r) = self.send(Method::GET, status, None).await {
+                if r.status == StatusCode::OK && r.body["status"] != "InProgress" {
+                    return Ok(r.body);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("operation {status} not finished within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends a request and, when it starts an operation, waits until it succeeded.
+    pub async fn complete(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<Reply> {
+        let r = self.send(method, path, body).await?;
+        if !r.status.is_success() {
+            bail!("{what}: {} {}", r.status, r.body);
+        }
+        if let Some(op) = r.operation() {
+            let s = self.wait_operation(&op, Duration::from_secs(180)).await?;
+            if s["status"] != "Succeeded" {
+                bail!(
+                    "{what}: operation ended {s}; fogd log:\n{}",
+                    self.log_tail(20)
+                );
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// `https://host:port/…` → `host:port`.
+fn url_path_authority(url: &str) -> String {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
+    rest.split('/').next().unwrap_or(rest).to_string()
+}
+
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max).collect();
+    out.push('…');
+    out
+}
+
+/// One request with a given client (so that a fresh-connection client can be used).
+pub async fn send_with(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Reply> {
+    let url = format!("{base}{path}");
+    let mut req = client.request(method.clone(), &url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("{method} {path}"))?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.context("read response body")?;
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+impl Drop for Fogd {
+    fn drop(&mut self) {
+        self.terminate();
+        // Safety net: no PostgreSQL server of this run outlives it.
+        let Ok(entries) = std::fs::read_dir(self.data.join("instances")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let pgdata = e.path().join("pgdata");
+            if !pgdata.join("postmaster.pid").exists() {
+                continue;
+            }
+            // A frozen server would never stop.
+            crate::campaign::cluster::signal_server(&e.path(), nix::sys::signal::Signal::SIGCONT);
+            let pg_ctl = self.pg_bin_dir.join("pg_ctl");
+            let mut cmd = match &self.user {
+                Some((name, _, _)) => {
+                    let mut c = std::process::Command::new("runuser");
+                    c.args(["-u", name, "--"]).arg(&pg_ctl);
+                    c
+                }
+                None => std::process::Command::new(&pg_ctl),
+            };
+            let _ = cmd
+                .args(["stop", "-m", "immediate", "-D"])
+                .arg(&pgdata)
+                .current_dir("/")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
