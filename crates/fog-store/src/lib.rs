@@ -10,14 +10,17 @@
 //! * [`Store::range`] reads every key under a prefix;
 //! * [`Store::watch`] streams [`Event`]s for keys under a prefix.
 //!
-//! [`SqliteStore`] is the embedded default. [`typed`] adds the JSON envelope with a format
+//! [`SqliteStore`] is the embedded default; [`MemoryStore`] serves fast engine tests.
+//! [`typed`] adds the JSON envelope with a format
 //! version that every persisted type carries. [`conformance`] is the one test suite every
 //! backend must pass.
 
 pub mod conformance;
+mod memory;
 mod sqlite;
 pub mod typed;
 
+pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
