@@ -30,11 +30,18 @@ pub struct ApiConfig {
     pub admin_token: String,
     /// DNS suffix of fully qualified names (`{name}.{dnsZone}.{suffix}`).
     pub dns_suffix: String,
-    /// External base URL (`https://host:port`) for polling URLs; taken from the request's
-    /// `Host` header when `None`.
-    pub public_url: Option<String>,
+    /// Base URL (`https://host:port`) of the polling URLs (`Azure-AsyncOperation`,
+    /// `Location`, `nextLink`): fogd's configured public URL or its bound address. Never
+    /// taken from a request: a forged `Host` would send pollers, and their tokens, elsewhere.
+    pub base_url: String,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Largest accepted request line plus headers, in bytes; larger requests get 431 with
+    /// the error envelope.
+    pub max_header_bytes: usize,
+    /// How long a request may take, body included, before it is answered 504
+    /// `GatewayTimeout` (the handler runs on in its own task); `None`: no limit.
+    pub request_timeout: Option<std::time::Duration>,
     /// Renders the Prometheus text exposition served at `/metrics` (no endpoint if `None`).
     pub metrics: Option<MetricsRender>,
 }
@@ -57,10 +64,75 @@ struct Api {
 
 /// Builds the ARM router.
 pub fn router(orch: Orchestrator, config: ApiConfig) -> Router {
-    Router::new().fallback(dispatch).with_state(Api {
+    let api = Api {
         orch,
         config: Arc::new(config),
-    })
+    };
+    Router::new()
+        .fallback(dispatch)
+        .with_state(api.clone())
+        .layer(axum::middleware::from_fn_with_state(api, guard))
+}
+
+/// Size of a request's head as sent over HTTP/1.1: request line, headers, line ends.
+fn head_bytes(req: &axum::extract::Request) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    req.headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
+/// Outermost layer: the header size limit and the request timeout, both answered with the
+/// error envelope.
+async fn guard(
+    State(api): State<Api>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let request_id = req.headers().get("x-ms-client-request-id").cloned();
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let e = match guarded(&api, req, next).await {
+        Ok(response) => return response,
+        Err(e) => e,
+    };
+    tracing::warn!(method = %method, path, status = e.status, code = %e.code, "request refused");
+    metrics::counter!("fogd_api_requests_total", "method" => method.to_string(), "status" => e.status.to_string())
+        .increment(1);
+    let mut response = error(e);
+    if let Some(id) = request_id {
+        response.headers_mut().insert("x-ms-client-request-id", id);
+    }
+    response
+}
+
+async fn guarded(
+    api: &Api,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<Response, ArmError> {
+    let size = head_bytes(&req);
+    if size > api.config.max_header_bytes {
+        return Err(ArmError::request_headers_too_large(
+            size,
+            api.config.max_header_bytes,
+        ));
+    }
+    let Some(limit) = api.config.request_timeout else {
+        return Ok(next.run(req).await);
+    };
+    // In its own task: a handler cut off half-way (say after an operation was accepted but
+    // before its runner was started) could leave work behind; this one finishes unobserved.
+    let handler = tokio::spawn(next.run(req));
+    match tokio::time::timeout(limit, handler).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "request handler failed");
+            Err(ArmError::internal("the request handler failed"))
+        }
+        Err(_) => Err(ArmError::gateway_timeout()),
+    }
 }
 
 /// A JSON response with ARM's content type.
@@ -106,6 +178,24 @@ fn authenticate(headers: &HeaderMap, token: &str) -> Result<(), ArmError> {
     }
 }
 
+/// The `WWW-Authenticate` challenge of a 401, shaped like ARM's (`Bearer
+/// authorization_uri=…, error="invalid_token", error_description=…`); fogd has no
+/// authorization server to name, so it gives a realm instead.
+fn challenge(e: &ArmError) -> HeaderValue {
+    let description: String = e
+        .message
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            c if c.is_ascii() && !c.is_ascii_control() => c,
+            _ => ' ',
+        })
+        .collect();
+    header_value(&format!(
+        "Bearer realm=\"fogd\", error=\"invalid_token\", error_description=\"{description}\""
+    ))
+}
+
 fn query_param(uri: &Uri, name: &str) -> Option<String> {
     uri.query()?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -127,7 +217,14 @@ async fn dispatch(
     let started = std::time::Instant::now();
     let mut response = match handle(&api, &method, &uri, &headers, body).await {
         Ok(r) => r,
-        Err(e) => error(e),
+        Err(e) => {
+            let mut r = error(e.clone());
+            if e.status == 401 {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge(&e));
+            }
+            r
+        }
     };
     if let Some(id) = headers.get("x-ms-client-request-id") {
         response
@@ -181,7 +278,7 @@ async fn handle(
     let body = read_body(body, api.config.max_body_bytes, method).await?;
     let ctx = Ctx {
         api,
-        base: base_url(api, uri, headers),
+        base: api.config.base_url.trim_end_matches('/').to_string(),
         api_version,
     };
     match (method.clone(), route) {
@@ -409,25 +506,6 @@ async fn read_body(mut body: Body, limit: usize, method: &Method) -> Result<Byte
         return Err(ArmError::request_too_large(limit));
     }
     Ok(Bytes::from(buf))
-}
-
-/// The external base URL: configured, else the authority the client used (HTTP/2 carries
-/// it in the URI, HTTP/1.1 in `Host`).
-fn base_url(api: &Api, uri: &Uri, headers: &HeaderMap) -> String {
-    if let Some(u) = &api.config.public_url {
-        return u.trim_end_matches('/').to_string();
-    }
-    let host = uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "localhost".into());
-    format!("https://{host}")
 }
 
 fn store_err(e: fog_store::StoreError) -> ArmError {

@@ -90,6 +90,12 @@ catalogue! {
     /// The body exceeded the server's size limit.
     request_too_large(limit) => 413, "RequestEntityTooLarge",
         "The request content size exceeds the maximum allowed size of {0} bytes.";
+    /// The request line and headers exceeded the server's size limit.
+    request_headers_too_large(size, limit) => 431, "RequestHeaderFieldsTooLarge",
+        "The request line and headers are {0} bytes, more than the maximum allowed size of {1} bytes.";
+    /// The request was not answered within the server's request timeout (ARM's wording).
+    gateway_timeout() => 504, "GatewayTimeout",
+        "The gateway did not receive a response from 'Microsoft.Sql' within the specified time period.";
     /// The path does not name a resource type fogd serves.
     invalid_resource_type(path) => 404, "InvalidResourceType",
         "The resource type could not be found for the path '{0}'.";

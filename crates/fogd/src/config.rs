@@ -66,6 +66,12 @@ pub mod defaults {
     pub const DNS_SUFFIX: &str = "database.fogd.local";
     pub const LEAVE_SERVERS_RUNNING: bool = false;
     pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+    pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+    pub const MAX_CONNECTIONS: usize = 512;
+    pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+    pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+    pub const IDLE_TIMEOUT_MS: u64 = 60_000;
+    pub const REQUEST_TIMEOUT_MS: u64 = 60_000;
     pub const LISTENER_HOST: &str = "127.0.0.1";
     pub const MIN_GRACE_PERIOD_MINUTES: i64 = 60;
     pub const LISTENER_HOLD_MS: u64 = 5000;
@@ -103,8 +109,9 @@ pub struct ServeArgs {
     )]
     pub listen: Option<SocketAddr>,
     /// External base URL (e.g. https://fogd.example.com) used in polling URLs and
-    /// client.toml, when clients reach fogd through another name than the Host header they
-    /// send, e.g. behind a proxy [default: taken from each request]
+    /// client.toml, when clients reach fogd through another name than its listen address,
+    /// e.g. behind a proxy; never taken from a request's Host header [default: https:// and
+    /// the bound listen address]
     #[arg(
         long,
         env = "FOGD_PUBLIC_URL",
@@ -183,6 +190,60 @@ pub struct ServeArgs {
         verbatim_doc_comment
     )]
     pub max_body_bytes: Option<usize>,
+    /// Largest accepted request line plus headers in bytes; larger ones get 431
+    /// [default: 32768]
+    #[arg(
+        long,
+        env = "FOGD_MAX_HEADER_BYTES",
+        value_name = "BYTES",
+        verbatim_doc_comment
+    )]
+    pub max_header_bytes: Option<usize>,
+    /// Most HTTPS connections open at once; at the limit a new connection replaces the one
+    /// idle longest, or waits if all have a request in flight [default: 512]
+    #[arg(
+        long,
+        env = "FOGD_MAX_CONNECTIONS",
+        value_name = "N",
+        verbatim_doc_comment
+    )]
+    pub max_connections: Option<usize>,
+    /// How long a client may take to complete the TLS handshake, in milliseconds
+    /// [default: 10000]
+    #[arg(
+        long,
+        env = "FOGD_TLS_HANDSHAKE_TIMEOUT_MS",
+        value_name = "MS",
+        verbatim_doc_comment
+    )]
+    pub tls_handshake_timeout_ms: Option<u64>,
+    /// How long a client may take to send a request's headers (and, on a kept-alive
+    /// connection, to start its next request), in milliseconds [default: 10000]
+    #[arg(
+        long,
+        env = "FOGD_HEADER_READ_TIMEOUT_MS",
+        value_name = "MS",
+        verbatim_doc_comment
+    )]
+    pub header_read_timeout_ms: Option<u64>,
+    /// How long a connection with no request in flight stays open, in milliseconds
+    /// [default: 60000]
+    #[arg(
+        long,
+        env = "FOGD_IDLE_TIMEOUT_MS",
+        value_name = "MS",
+        verbatim_doc_comment
+    )]
+    pub idle_timeout_ms: Option<u64>,
+    /// How long a request may take, body included, before it is answered 504
+    /// GatewayTimeout, in milliseconds [default: 60000]
+    #[arg(
+        long,
+        env = "FOGD_REQUEST_TIMEOUT_MS",
+        value_name = "MS",
+        verbatim_doc_comment
+    )]
+    pub request_timeout_ms: Option<u64>,
     /// Address failover-group listeners (read-write and read-only endpoints) bind to
     /// [default: 127.0.0.1]
     #[arg(
@@ -278,6 +339,12 @@ pub struct FileConfig {
     pub dns_suffix: Option<String>,
     pub leave_servers_running: Option<bool>,
     pub max_body_bytes: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub tls_handshake_timeout_ms: Option<u64>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
     pub listener_host: Option<String>,
     pub listener_ports: Option<PortRange>,
     pub min_grace_period_minutes: Option<i64>,
@@ -329,6 +396,12 @@ pub struct Settings {
     pub dns_suffix: String,
     pub leave_servers_running: bool,
     pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub tls_handshake_timeout_ms: u64,
+    pub header_read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub request_timeout_ms: u64,
     pub listener_host: String,
     pub listener_ports: Option<PortRange>,
     pub min_grace_period_minutes: i64,
@@ -355,6 +428,12 @@ impl Default for Settings {
             dns_suffix: DNS_SUFFIX.into(),
             leave_servers_running: LEAVE_SERVERS_RUNNING,
             max_body_bytes: MAX_BODY_BYTES,
+            max_header_bytes: MAX_HEADER_BYTES,
+            max_connections: MAX_CONNECTIONS,
+            tls_handshake_timeout_ms: TLS_HANDSHAKE_TIMEOUT_MS,
+            header_read_timeout_ms: HEADER_READ_TIMEOUT_MS,
+            idle_timeout_ms: IDLE_TIMEOUT_MS,
+            request_timeout_ms: REQUEST_TIMEOUT_MS,
             listener_host: LISTENER_HOST.into(),
             listener_ports: None,
             min_grace_period_minutes: MIN_GRACE_PERIOD_MINUTES,
@@ -402,6 +481,30 @@ impl Settings {
                 .max_body_bytes
                 .or(file.max_body_bytes)
                 .unwrap_or(d.max_body_bytes),
+            max_header_bytes: args
+                .max_header_bytes
+                .or(file.max_header_bytes)
+                .unwrap_or(d.max_header_bytes),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections),
+            tls_handshake_timeout_ms: args
+                .tls_handshake_timeout_ms
+                .or(file.tls_handshake_timeout_ms)
+                .unwrap_or(d.tls_handshake_timeout_ms),
+            header_read_timeout_ms: args
+                .header_read_timeout_ms
+                .or(file.header_read_timeout_ms)
+                .unwrap_or(d.header_read_timeout_ms),
+            idle_timeout_ms: args
+                .idle_timeout_ms
+                .or(file.idle_timeout_ms)
+                .unwrap_or(d.idle_timeout_ms),
+            request_timeout_ms: args
+                .request_timeout_ms
+                .or(file.request_timeout_ms)
+                .unwrap_or(d.request_timeout_ms),
             listener_host: args
                 .listener_host
                 .or(file.listener_host)
@@ -461,6 +564,22 @@ impl Settings {
         if self.max_body_bytes == 0 {
             bail!("max_body_bytes must be at least 1");
         }
+        if self.max_header_bytes < 1024 {
+            bail!("max_header_bytes must be at least 1024");
+        }
+        if self.max_connections == 0 {
+            bail!("max_connections must be at least 1");
+        }
+        for (key, ms) in [
+            ("tls_handshake_timeout_ms", self.tls_handshake_timeout_ms),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+        ] {
+            if ms == 0 {
+                bail!("{key} must be at least 1");
+            }
+        }
         if self.grace_period_unit_ms == 0 {
             bail!("grace_period_unit_ms must be at least 1");
         }
@@ -514,11 +633,12 @@ pub const FIELDS: &[Field] = &[
     Field {
         key: "public_url",
         default: None,
-        unset: "taken from each request's Host",
+        unset: "https:// and the bound listen address, a wildcard address replaced by loopback",
         example: r#""https://fogd.example.com:8443""#,
-        doc: "External base URL used in polling URLs (Azure-AsyncOperation, Location) and in \
-              client.toml, for clients that reach fogd through another name than the Host \
-              header they send, e.g. behind a proxy.",
+        doc: "External base URL used in polling URLs (Azure-AsyncOperation, Location, \
+              nextLink) and in client.toml, for clients that reach fogd through another name \
+              than its listen address, e.g. behind a proxy. Polling URLs are never built from \
+              a request's Host header.",
     },
     Field {
         key: "tls_san",
@@ -591,6 +711,62 @@ pub const FIELDS: &[Field] = &[
         example: "4194304",
         doc: "Largest accepted request body, in bytes; larger requests get 413 \
               RequestEntityTooLarge.",
+    },
+    Field {
+        key: "max_header_bytes",
+        default: Some("32768"),
+        unset: "",
+        example: "65536",
+        doc: "Largest accepted request line plus headers, in bytes (at least 1024); larger \
+              requests get 431 RequestHeaderFieldsTooLarge with the error envelope. Beyond \
+              the HTTP parser's own buffer (the larger of about 400 KiB and this value plus \
+              16 KiB) or 256 header fields, the parser answers 431 itself, without a body.",
+    },
+    Field {
+        key: "max_connections",
+        default: Some("512"),
+        unset: "",
+        example: "2048",
+        doc: "Most HTTPS connections open at once (from acceptance, through the TLS handshake, \
+              until closed). At the limit a new connection replaces the one idle longest (no \
+              request in flight: still in its handshake, still sending headers, or between \
+              requests); if every connection has a request in flight it waits in the \
+              kernel's accept backlog.",
+    },
+    Field {
+        key: "tls_handshake_timeout_ms",
+        default: Some("10000"),
+        unset: "",
+        example: "10000",
+        doc: "How long a client may take to complete the TLS handshake, in milliseconds.",
+    },
+    Field {
+        key: "header_read_timeout_ms",
+        default: Some("10000"),
+        unset: "",
+        example: "10000",
+        doc: "How long a client may take to send a request's line and headers, in \
+              milliseconds; also the time a new connection has to send its first request \
+              (HTTP/1.1 or HTTP/2) and an HTTP/1.1 connection kept alive has to start its \
+              next one. A client that is slower is disconnected.",
+    },
+    Field {
+        key: "idle_timeout_ms",
+        default: Some("60000"),
+        unset: "",
+        example: "60000",
+        doc: "How long a connection with no request in flight stays open, in milliseconds \
+              (an HTTP/1.1 connection waiting for its next request is closed after \
+              header_read_timeout_ms already).",
+    },
+    Field {
+        key: "request_timeout_ms",
+        default: Some("60000"),
+        unset: "",
+        example: "60000",
+        doc: "How long a request may take, reading its body included, before fogd answers \
+              504 GatewayTimeout, in milliseconds. The handler is not cut off half-way: it \
+              finishes in the background.",
     },
     Field {
         key: "listener_host",
@@ -761,6 +937,12 @@ mod tests {
         assert_eq!(s.pg_os_user, "postgres");
         assert_eq!(s.dns_suffix, "database.fogd.local");
         assert_eq!(s.max_body_bytes, 1 << 20);
+        assert_eq!((s.max_header_bytes, s.max_connections), (32 * 1024, 512));
+        assert_eq!(
+            (s.tls_handshake_timeout_ms, s.header_read_timeout_ms),
+            (10_000, 10_000)
+        );
+        assert_eq!((s.idle_timeout_ms, s.request_timeout_ms), (60_000, 60_000));
         assert_eq!(s.min_grace_period_minutes, 60);
         assert_eq!(s.grace_period_unit_ms, 60_000);
         assert_eq!(s.probe_interval_ms, 1000);
@@ -919,6 +1101,17 @@ mod tests {
         assert!(
             Settings::resolve(flags(&["--max-body-bytes", "0"]), FileConfig::default()).is_err()
         );
+        for bad in [
+            ["--max-connections", "0"],
+            ["--max-header-bytes", "100"],
+            ["--header-read-timeout-ms", "0"],
+            ["--request-timeout-ms", "0"],
+        ] {
+            assert!(
+                Settings::resolve(flags(&bad), FileConfig::default()).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
@@ -957,6 +1150,12 @@ mod tests {
             dns_suffix,
             leave_servers_running,
             max_body_bytes,
+            max_header_bytes,
+            max_connections,
+            tls_handshake_timeout_ms,
+            header_read_timeout_ms,
+            idle_timeout_ms,
+            request_timeout_ms,
             listener_host,
             listener_ports,
             min_grace_period_minutes,
@@ -971,6 +1170,9 @@ mod tests {
         assert!(tls_san.is_some() && pg_bin_dir.is_some() && pg_os_user.is_some());
         assert!(server_host.is_some() && server_ports.is_some() && dns_suffix.is_some());
         assert!(leave_servers_running.is_some() && max_body_bytes.is_some());
+        assert!(max_header_bytes.is_some() && max_connections.is_some());
+        assert!(tls_handshake_timeout_ms.is_some() && header_read_timeout_ms.is_some());
+        assert!(idle_timeout_ms.is_some() && request_timeout_ms.is_some());
         assert!(listener_host.is_some() && listener_ports.is_some());
         assert!(min_grace_period_minutes.is_some() && listener_hold_ms.is_some());
         assert!(planned_failover_timeout_ms.is_some() && probe_interval_ms.is_some());

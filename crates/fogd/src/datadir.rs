@@ -10,10 +10,53 @@
 //! | `client.toml` | [`ClientConfig`] for clients such as fogctl, written once the API is bound |
 //! | `store.sqlite` | the embedded metadata store |
 //! | `instances/{uid}/` | one directory per managed instance's PostgreSQL server |
+//! | `fogd.lock` | held (`flock`, exclusive) by the fogd serving the directory; holds its pid |
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+/// Takes `DIR/fogd.lock` (an exclusive `flock`, released when the returned value is
+/// dropped or the process ends, however it ends) and writes fogd's pid into it. A second
+/// fogd on the same data directory is refused: two would drive the same PostgreSQL servers
+/// and store.
+pub fn lock(dir: &Path) -> Result<Flock<std::fs::File>> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("fogd.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => {
+            let mut f: &std::fs::File = &lock;
+            f.set_len(0)
+                .and_then(|()| writeln!(f, "{}", std::process::id()))
+                .with_context(|| format!("write {}", path.display()))?;
+            Ok(lock)
+        }
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = match holder.trim() {
+                "" => String::new(),
+                pid => format!(" (pid {pid})"),
+            };
+            bail!(
+                "another fogd{holder} is already serving the data directory {}: {} is locked. \
+                 Stop it first, or give this one another --data-dir",
+                dir.display(),
+                path.display()
+            )
+        }
+        Err((_, e)) => Err(anyhow::Error::new(e).context(format!("lock {}", path.display()))),
+    }
+}
 
 /// Sets `path`'s mode.
 pub fn restrict(path: &Path, mode: u32) -> Result<()> {
@@ -104,5 +147,21 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o644);
         assert!(!path.with_extension("tmp").exists());
+    }
+
+    #[test]
+    fn the_lock_is_exclusive_and_names_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock(dir.path()).unwrap();
+        let pid = std::process::id().to_string();
+        let text = std::fs::read_to_string(dir.path().join("fogd.lock")).unwrap();
+        assert_eq!(text.trim(), pid);
+        let err = format!("{:#}", lock(dir.path()).unwrap_err());
+        assert!(
+            err.contains("already serving") && err.contains(&pid),
+            "{err}"
+        );
+        drop(held);
+        lock(dir.path()).unwrap();
     }
 }

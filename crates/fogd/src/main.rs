@@ -8,6 +8,7 @@
 
 mod config;
 mod datadir;
+mod http;
 mod routing;
 mod tls;
 
@@ -41,6 +42,7 @@ directory (--data-dir, default /var/lib/fogd) it keeps:
   subscription-id  a default subscription id
   api-url          the URL the API listens on (written once it listens)
   client.toml      endpoint, CA file, token file and subscription id for clients
+  fogd.lock        locked while a fogd serves the directory (a second one is refused)
   store.sqlite, instances/   the metadata store and the PostgreSQL servers' data
 fogctl finds fogd through that directory: give it the same --data-dir (or FOGD_DATA_DIR).
 
@@ -141,12 +143,44 @@ fn client_endpoint(public_url: Option<&str>, bound: SocketAddr) -> String {
     format!("https://{addr}")
 }
 
+/// Raises the soft limit on open files to the hard limit: idle API clients must not use up
+/// the descriptors the PostgreSQL servers, the listeners and the health probes need. The
+/// API's own share is bounded by `max_connections`.
+fn raise_open_file_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)
+        .map_err(|e| tracing::warn!(error = %e, "cannot read the open-file limit"))
+        .ok()?;
+    if soft >= hard {
+        return Some(soft);
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => Some(hard),
+        Err(e) => {
+            tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+            Some(soft)
+        }
+    }
+}
+
 async fn serve(settings: Settings) -> Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = &std::path::absolute(&settings.data_dir)
         .with_context(|| format!("resolve {}", settings.data_dir.display()))?;
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    // Held until fogd exits: a second fogd on this directory is refused here.
+    let _lock = datadir::lock(dir)?;
     datadir::restrict(dir, 0o711)?;
+    if let Some(nofile) = raise_open_file_limit() {
+        tracing::info!(nofile, "open-file limit");
+        if (nofile as usize) < settings.max_connections.saturating_mul(2) {
+            tracing::warn!(
+                nofile,
+                max_connections = settings.max_connections,
+                "max_connections is more than half the open-file limit"
+            );
+        }
+    }
 
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
     names.push(settings.listen.ip().to_string());
@@ -213,42 +247,78 @@ async fn serve(settings: Settings) -> Result<()> {
     ));
     tokio::spawn(orch.clone().run_health_monitor());
 
-    let app = fog_api::router(
-        orch.clone(),
-        fog_api::ApiConfig {
-            admin_token: token,
-            dns_suffix: settings.dns_suffix.clone(),
-            public_url: settings.public_url.clone(),
-            max_body_bytes: settings.max_body_bytes,
-            metrics: Some(metrics),
-        },
-    );
     let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(
         &tls_files.server_cert,
         &tls_files.server_key,
     )
     .await
     .context("load the TLS certificate")?;
-    let handle = axum_server::Handle::new();
-    let server = tokio::spawn(
-        axum_server::bind_rustls(settings.listen, rustls)
-            .handle(handle.clone())
-            .serve(app.into_make_service()),
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listen on {}", settings.listen))?;
+    let bound = listener
+        .local_addr()
+        .with_context(|| format!("listen on {}", settings.listen))?;
+    // Polling URLs name what client.toml names: never a request's Host header.
+    let endpoint = client_endpoint(settings.public_url.as_deref(), bound);
+    let app = fog_api::router(
+        orch.clone(),
+        fog_api::ApiConfig {
+            admin_token: token,
+            dns_suffix: settings.dns_suffix.clone(),
+            base_url: endpoint.clone(),
+            max_body_bytes: settings.max_body_bytes,
+            max_header_bytes: settings.max_header_bytes,
+            request_timeout: Some(Duration::from_millis(settings.request_timeout_ms)),
+            metrics: Some(metrics),
+        },
+    )
+    .layer(axum::middleware::from_fn(http::track));
+
+    let gate = http::Gate::new(
+        settings.max_connections,
+        Duration::from_millis(settings.idle_timeout_ms),
     );
-    let Some(bound) = handle.listening().await else {
+    let header_timeout = Duration::from_millis(settings.header_read_timeout_ms);
+    let handle = axum_server::Handle::<http::Peer>::new();
+    let mut server = axum_server::Server::from_listener(http::GatedListener::new(listener, gate))
+        .acceptor(
+            axum_server::tls_rustls::RustlsAcceptor::new(rustls)
+                .handshake_timeout(Duration::from_millis(settings.tls_handshake_timeout_ms)),
+        )
+        // Covers what hyper's header timeout does not: a connection silent after its
+        // handshake, HTTP/2's preface and first request.
+        .first_request_timeout(header_timeout)
+        .handle(handle.clone());
+    // Headers up to max_header_bytes must reach fog-api, which answers larger ones with
+    // the error envelope; only beyond these does hyper answer 431 itself (no body).
+    let parse_buffer = (8192 + 4096 * 100).max(settings.max_header_bytes + 16 * 1024);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(header_timeout)
+        .max_headers(256)
+        .max_buf_size(parse_buffer);
+    server
+        .http_builder()
+        .http2()
+        .max_header_list_size(u32::try_from(parse_buffer).unwrap_or(u32::MAX));
+    let server =
+        tokio::spawn(server.serve(app.into_make_service_with_connect_info::<http::Peer>()));
+    if handle.listening().await.is_none() {
         let outcome = server.await.context("API server task")?;
         return Err(match outcome {
             Ok(()) => anyhow::anyhow!("the API server stopped before listening"),
             Err(e) => anyhow::Error::new(e).context(format!("listen on {}", settings.listen)),
         });
-    };
+    }
     let url = format!("https://{bound}");
     // Atomically: scripts poll for these files and must never read one half-written.
     // client.toml goes first, so that once api-url appears client.toml is current too.
     datadir::write_client_config(
         &dir.join("client.toml"),
         &datadir::ClientConfig {
-            endpoint: client_endpoint(settings.public_url.as_deref(), bound),
+            endpoint,
             ca_file: tls_files.ca_cert.clone(),
             token_file: dir.join("admin-token"),
             subscription_id: subscription.clone(),
