@@ -31,8 +31,9 @@ pub const SUPERUSER: &str = "fogd_superuser";
 /// Name of the role standbys use to stream WAL and to take base backups.
 pub const REPLICATOR: &str = "fogd_replicator";
 
-/// How a standby reaches its primary for base backups and streaming.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a standby reaches its primary for base backups and streaming. `Debug` hides the
+/// password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ReplicationSource {
     pub host: String,
     pub port: u16,
@@ -107,10 +108,12 @@ pub struct HealthProbe {
     pub replay_age_ms: Option<u64>,
     /// On a primary asked for a write probe: the heartbeat row was written and committed.
     pub wrote: bool,
+    /// On a standby: the port of the server its WAL receiver is connected to, if any.
+    pub sender_port: Option<u16>,
 }
 
-/// Everything the agent needs to know to address one server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything the agent needs to know to address one server. `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ServerSpec {
     /// Internal id of the instance (stable, unique).
     pub uid: String,
@@ -120,6 +123,30 @@ pub struct ServerSpec {
     pub port: u16,
     /// Password of [`SUPERUSER`] on this server.
     pub superuser_password: String,
+}
+
+impl std::fmt::Debug for ServerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSpec")
+            .field("uid", &self.uid)
+            .field("dir", &self.dir)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("superuser_password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ReplicationSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationSource")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("password", &"<redacted>")
+            .field("slot", &self.slot)
+            .field("application_name", &self.application_name)
+            .finish()
+    }
 }
 
 impl ServerSpec {
@@ -270,6 +297,14 @@ pub trait InstanceAgent: Send + Sync + 'static {
     async fn kill(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError>;
     /// Whether a standby has replayed strictly past `lsn`.
     async fn replayed_past(&self, spec: &ServerSpec, lsn: &str) -> Result<bool, EngineError>;
+    /// Throws the server's data away and seeds it again from `source` (stopping it first):
+    /// the repair of a standby that neither streams nor can be rewound into streaming.
+    async fn reseed_standby(
+        &self,
+        spec: &ServerSpec,
+        source: &ReplicationSource,
+        gen: Generation,
+    ) -> Result<(), EngineError>;
     /// Restarts a cleanly stopped server as a hot standby streaming from `source`.
     async fn follow(
         &self,
@@ -319,5 +354,26 @@ mod tests {
         assert!(!v.contains("S0me"));
         assert_ne!(v, scram_verifier("S0me-Str0ng-Pass!"), "salted");
         assert_eq!(random_secret().len(), 32);
+    }
+
+    #[test]
+    fn debug_output_hides_passwords() {
+        let spec = ServerSpec {
+            uid: "u".into(),
+            dir: "/d".into(),
+            host: "h".into(),
+            port: 1,
+            superuser_password: "Sup3r-Secret-Value".into(),
+        };
+        let source = ReplicationSource {
+            host: "h".into(),
+            port: 1,
+            password: "Repl-Secret-Value".into(),
+            slot: "s".into(),
+            application_name: "a".into(),
+        };
+        let text = format!("{spec:?} {source:?} {spec:#?}");
+        assert!(!text.contains("Secret-Value"), "{text}");
+        assert!(text.contains("<redacted>"));
     }
 }

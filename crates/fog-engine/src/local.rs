@@ -4,6 +4,13 @@
 //! default), because `initdb` refuses root. Node-local settings (port, listen address, no
 //! Unix sockets) are passed on the `pg_ctl` command line rather than stored in the data
 //! directory, so copies of a data directory (base backups, rewinds) never carry them.
+//!
+//! **Passwords never reach a child's arguments or environment** (both are visible to every
+//! local user through `ps` and `/proc`): a tool that connects gets a libpq password file
+//! ([`PassFile`], `PGPASSFILE`) for the length of its run, `initdb` a `--pwfile`, and a
+//! standby's `primary_conninfo` names a password file (`passfile=`) beside its data
+//! directory instead of holding the password. All of them are mode 0600, owned by the
+//! servers' OS user, inside the server's own directory (mode 0700).
 
 use crate::sql::{self, ident, literal};
 use crate::{
@@ -153,7 +160,9 @@ impl LocalAgent {
             .env("LC_ALL", "C.UTF-8")
             .env_remove("PGDATA")
             .env_remove("PGPORT")
-            .env_remove("PGHOST");
+            .env_remove("PGHOST")
+            .env_remove("PGPASSWORD")
+            .env_remove("PGPASSFILE");
         if let Some((uid, gid)) = self.run_as {
             cmd.uid(uid).gid(gid).env("HOME", cwd);
         }
@@ -188,8 +197,44 @@ impl LocalAgent {
         Ok(())
     }
 
+    /// Writes a file only its owner may read (mode 0600 from its creation on, never wider
+    /// for an instant), owned by the servers' OS user: password files.
+    fn write_private(&self, path: &Path, contents: &[u8]) -> Result<(), EngineError> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        let context = || format!("write {}", path.display());
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io(context()))?;
+        f.write_all(contents).map_err(io(context()))?;
+        // An existing file keeps its mode on open: make sure.
+        self.own(path, 0o600)
+    }
+
+    /// A password file for one tool run in `dir` (a server's own directory), holding
+    /// `user`'s `password` for any host; removed when the returned guard is dropped.
+    fn passfile(&self, dir: &Path, user: &str, password: &str) -> Result<PassFile, EngineError> {
+        // Absolute: the child runs in another working directory.
+        let path = std::path::absolute(dir.join(format!(".pgpass-{:016x}", rand::random::<u64>())))
+            .map_err(io(format!("resolve {}", dir.display())))?;
+        let file = PassFile(path);
+        self.write_private(&file.0, pgpass_line(user, password).as_bytes())?;
+        Ok(file)
+    }
+
     fn marker(spec: &ServerSpec) -> PathBuf {
         spec.dir.join("initialized")
+    }
+
+    /// The password file a standby's `primary_conninfo` names (outside the data directory,
+    /// so base backups and rewinds never copy it).
+    fn standby_passfile(spec: &ServerSpec) -> Result<PathBuf, EngineError> {
+        std::path::absolute(spec.dir.join("standby.pgpass"))
+            .map_err(io(format!("resolve {}", spec.dir.display())))
     }
 
     async fn is_running(&self, spec: &ServerSpec) -> Result<bool, EngineError> {
@@ -201,6 +246,100 @@ impl LocalAgent {
         let out = cmd.output().await.map_err(io("run pg_ctl status"))?;
         // 0 = running, 3 = not running, 4 = no valid data directory.
         Ok(out.status.code() == Some(0))
+    }
+
+    /// Kills what a previous fogd left running on this server's data: a `pg_rewind`,
+    /// `pg_basebackup`, `initdb` or `pg_waldump` started from the server's directory by a
+    /// fogd that was killed while it ran. Such an orphan goes on writing into the data
+    /// directory, by path, after the resumed step has replaced it — so it must be gone
+    /// before any command touches the data again. (The postmaster is never one of them: it
+    /// runs from its data directory, and its name is not on the list.)
+    async fn reap_orphans(&self, spec: &ServerSpec) {
+        const TOOLS: [&str; 4] = ["pg_rewind", "pg_basebackup", "initdb", "pg_waldump"];
+        let me = std::process::id();
+        let Ok(dir) = std::fs::canonicalize(&spec.dir) else {
+            return;
+        };
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let mut killed = Vec::new();
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            if pid as u32 == me {
+                continue;
+            }
+            let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+            if !TOOLS.contains(&comm.trim()) {
+                continue;
+            }
+            if std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd == dir) {
+                let pid = nix::unistd::Pid::from_raw(pid);
+                if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok() {
+                    tracing::warn!(uid = %spec.uid, tool = comm.trim(), pid = %pid, "killed a tool left running by an earlier fogd");
+                    killed.push(pid);
+                }
+            }
+        }
+        // Wait (bounded) until they are gone; their parent is gone, so init reaps them.
+        for _ in 0..200 {
+            if killed
+                .iter()
+                .all(|pid| nix::sys::signal::kill(*pid, None).is_err())
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// SIGKILL to the postmaster named in `postmaster.pid` and to every process it
+    /// started, then waits (bounded) until `pg_ctl status` no longer sees it.
+    async fn sigkill_server(&self, spec: &ServerSpec) -> Result<(), EngineError> {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let pid_file = std::fs::read_to_string(spec.pgdata().join("postmaster.pid"))
+            .map_err(io("read postmaster.pid"))?;
+        let Some(postmaster) = pid_file
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+        else {
+            return Err(EngineError::Config(format!(
+                "server {}: postmaster.pid names no process",
+                spec.uid
+            )));
+        };
+        let children: Vec<i32> = std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|p| {
+                        let pid = p.file_name().to_str()?.parse::<i32>().ok()?;
+                        let stat = std::fs::read_to_string(p.path().join("stat")).ok()?;
+                        // `pid (comm) state ppid …`; comm may hold spaces, so split after ')'.
+                        let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+                        (ppid.parse::<i32>().ok()? == postmaster).then_some(pid)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let _ = kill(Pid::from_raw(postmaster), Signal::SIGKILL);
+        for c in &children {
+            let _ = kill(Pid::from_raw(*c), Signal::SIGKILL);
+        }
+        for _ in 0..500 {
+            if !self.is_running(spec).await? {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err(EngineError::Tool {
+            tool: "kill".into(),
+            status: "timed out".into(),
+            output: format!("server {} survived SIGKILL", spec.uid),
+        })
     }
 
     fn ensure_dir(&self, spec: &ServerSpec) -> Result<(), EngineError> {
@@ -264,6 +403,36 @@ END
 $proc$;
 "#;
 
+/// A libpq password file given to one child process through `PGPASSFILE` (see the module
+/// docs); the file is removed when this is dropped. A fogd killed while the child runs
+/// leaves it behind inside the server's own directory (mode 0700), where it is as private
+/// as the server's data, and removed with it.
+struct PassFile(PathBuf);
+
+impl PassFile {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for PassFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One `~/.pgpass` line matching any host, port and database for `user`; `:` and `\` in
+/// the fields are escaped with `\`.
+fn pgpass_line(user: &str, password: &str) -> String {
+    let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
+    format!("*:*:*:{}:{}\n", esc(user), esc(password))
+}
+
+/// A libpq connection-string value in single quotes (`\` and `'` escaped).
+fn conninfo_value(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
 /// The libpq connection string a standby uses to reach its source.
 fn source_conninfo(source: &ReplicationSource) -> String {
     format!(
@@ -288,6 +457,9 @@ pub(crate) fn parse_progress(line: &str) -> Option<SeedProgress> {
 }
 
 impl LocalAgent {
+    /// Copies `source` into `target`. Without `-R`: pg_basebackup would write the password
+    /// it used into the copy's `primary_conninfo`; [`Self::configure_standby`] writes the
+    /// standby settings instead.
     async fn basebackup(
         &self,
         spec: &ServerSpec,
@@ -296,14 +468,15 @@ impl LocalAgent {
         progress: &ProgressFn,
     ) -> Result<(), EngineError> {
         use tokio::io::AsyncBufReadExt;
+        let pass = self.passfile(&spec.dir, REPLICATOR, &source.password)?;
         let mut cmd = self.tool("pg_basebackup", &spec.dir);
         cmd.arg("-D")
             .arg(target)
-            .args(["-X", "stream", "-c", "fast", "-R", "--progress", "-S"])
+            .args(["-X", "stream", "-c", "fast", "--progress", "-S"])
             .arg(&source.slot)
             .arg("-d")
             .arg(source_conninfo(source))
-            .env("PGPASSWORD", &source.password)
+            .env("PGPASSFILE", pass.path())
             .stdout(Stdio::null());
         let mut child = cmd.spawn().map_err(io("run pg_basebackup"))?;
         let mut tail = Vec::new();
@@ -362,12 +535,25 @@ impl LocalAgent {
         parse_lsn(&lsn).map(|_| lsn)
     }
 
-    /// Writes the standby configuration into a stopped server's data directory.
+    /// Writes the standby configuration into a stopped server's data directory:
+    /// `primary_conninfo`, `primary_slot_name`, `standby.signal`, and the `seeded-from`
+    /// marker.
+    ///
+    /// The replication password is not in `primary_conninfo` (which a superuser can read
+    /// with `SHOW`, and which base backups and rewinds copy): it names a password file,
+    /// `standby.pgpass` beside the data directory (mode 0600, owned by the server's user),
+    /// which the WAL receiver reads on every connection attempt. A `primary_conninfo` with
+    /// a password written by an earlier fogd (or by `pg_basebackup -R`) is replaced here.
     fn configure_standby(
         &self,
         spec: &ServerSpec,
         source: &ReplicationSource,
     ) -> Result<(), EngineError> {
+        let passfile = Self::standby_passfile(spec)?;
+        self.write_private(
+            &passfile,
+            pgpass_line(REPLICATOR, &source.password).as_bytes(),
+        )?;
         let auto = spec.pgdata().join("postgresql.auto.conf");
         let text = std::fs::read_to_string(&auto).unwrap_or_default();
         let mut kept: Vec<&str> = text
@@ -378,9 +564,9 @@ impl LocalAgent {
             })
             .collect();
         let conninfo = format!(
-            "{} password={}",
+            "{} passfile={}",
             source_conninfo(source),
-            source.password.replace('\\', "\\\\").replace('\'', "\\'")
+            conninfo_value(&passfile.to_string_lossy())
         );
         let conninfo_line = format!("primary_conninfo = {}", literal(&conninfo));
         let slot_line = format!("primary_slot_name = {}", literal(&source.slot));
@@ -440,15 +626,14 @@ impl InstanceAgent for LocalAgent {
         if Self::marker(spec).exists() {
             return Ok(());
         }
+        self.reap_orphans(spec).await;
         let pgdata = spec.pgdata();
         if pgdata.exists() {
             tracing::info!(uid = %spec.uid, "removing half-initialised data directory from an interrupted run");
             std::fs::remove_dir_all(&pgdata).map_err(io(format!("remove {}", pgdata.display())))?;
         }
         let pwfile = spec.dir.join("initdb.pw");
-        std::fs::write(&pwfile, &spec.superuser_password)
-            .map_err(io("write initdb password file"))?;
-        self.own(&pwfile, 0o600)?;
+        self.write_private(&pwfile, spec.superuser_password.as_bytes())?;
         let mut cmd = self.tool("initdb", &spec.dir);
         cmd.arg("-D")
             .arg(&pgdata)
@@ -642,13 +827,14 @@ impl InstanceAgent for LocalAgent {
         from: &ServerSpec,
         source: &ReplicationSource,
     ) -> Result<(), EngineError> {
+        let pass = self.passfile(&from.dir, REPLICATOR, &source.password)?;
         let mut cmd = self.tool("psql", &from.dir);
         cmd.arg(format!(
             "{} dbname=replication replication=true",
             source_conninfo(source)
         ))
         .args(["-X", "-At", "-c", "IDENTIFY_SYSTEM"])
-        .env("PGPASSWORD", &source.password);
+        .env("PGPASSFILE", pass.path());
         self.run(cmd, "psql IDENTIFY_SYSTEM").await.map(|_| ())
     }
 
@@ -704,6 +890,7 @@ impl InstanceAgent for LocalAgent {
         gen: Generation,
     ) -> Result<(), EngineError> {
         fence::admit(&spec.dir, &spec.uid, gen)?;
+        self.reap_orphans(spec).await;
         let marker = spec.dir.join("seeded-from");
         let seeded = std::fs::read_to_string(&marker).is_ok_and(|s| s.trim() == source.slot)
             && spec.pgdata().join("standby.signal").exists();
@@ -737,7 +924,8 @@ impl InstanceAgent for LocalAgent {
             }
             std::fs::rename(&staging, spec.pgdata())
                 .map_err(io("install the seeded data directory"))?;
-            std::fs::write(&marker, &source.slot).map_err(io("write seeded-from marker"))?;
+            // Standby settings (and the marker, last) once the copy is in place.
+            self.configure_standby(spec, source)?;
         }
         self.ensure_running(spec, gen).await?;
         // The replaced data directory goes in the background, off the critical path; a
@@ -788,6 +976,8 @@ impl InstanceAgent for LocalAgent {
         ] {
             c.batch_execute(stmt).await.map_err(|e| sql::err(spec, e))?;
         }
+        // A primary keeps no replication password.
+        let _ = std::fs::remove_file(spec.dir.join("standby.pgpass"));
         Ok(())
     }
 
@@ -876,14 +1066,16 @@ impl InstanceAgent for LocalAgent {
         fence::admit(&spec.dir, &spec.uid, gen)?;
         if self.is_running(spec).await? {
             let mut cmd = self.tool("pg_ctl", &spec.dir);
-            cmd.arg("stop").arg("-D").arg(spec.pgdata()).args([
-                "-m",
-                "immediate",
-                "-w",
-                "-t",
-                "30",
-            ]);
-            self.run(cmd, "pg_ctl stop -m immediate").await?;
+            cmd.arg("stop")
+                .arg("-D")
+                .arg(spec.pgdata())
+                .args(["-m", "immediate", "-w", "-t", "2"]);
+            if let Err(e) = self.run(cmd, "pg_ctl stop -m immediate").await {
+                // A postmaster that does not act on SIGQUIT (frozen: SIGSTOP, a hung
+                // kernel call) still dies of SIGKILL, and its processes with it.
+                tracing::warn!(uid = %spec.uid, error = %e, "immediate stop did not finish; killing the server's processes");
+                self.sigkill_server(spec).await?;
+            }
         }
         Ok(())
     }
@@ -898,6 +1090,23 @@ impl InstanceAgent for LocalAgent {
             .await
             .map_err(|e| sql::err(spec, e))?;
         Ok(row.get::<_, Option<bool>>(0).unwrap_or(false))
+    }
+
+    async fn reseed_standby(
+        &self,
+        spec: &ServerSpec,
+        source: &ReplicationSource,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        fence::admit(&spec.dir, &spec.uid, gen)?;
+        self.kill(spec, gen).await?;
+        // Without the marker, seeding replaces the data instead of only starting it.
+        match std::fs::remove_file(spec.dir.join("seeded-from")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove seeded-from marker")(e)),
+        }
+        self.seed_standby(spec, source, &|_| {}, gen).await
     }
 
     async fn follow(
@@ -928,8 +1137,10 @@ impl InstanceAgent for LocalAgent {
         gen: Generation,
     ) -> Result<RewindReport, EngineError> {
         fence::admit(&spec.dir, &spec.uid, gen)?;
+        self.reap_orphans(spec).await;
         self.kill(spec, gen).await?;
         let old_end = self.wal_end(spec).await;
+        let pass = self.passfile(&spec.dir, SUPERUSER, &source_server.superuser_password)?;
         let mut cmd = self.tool("pg_rewind", &spec.dir);
         cmd.arg("--target-pgdata")
             .arg(spec.pgdata())
@@ -937,7 +1148,7 @@ impl InstanceAgent for LocalAgent {
                 "--source-server=host={} port={} user={} dbname=postgres connect_timeout=5",
                 source_server.host, source_server.port, SUPERUSER
             ))
-            .env("PGPASSWORD", &source_server.superuser_password);
+            .env("PGPASSFILE", pass.path());
         let mut report = RewindReport {
             diverged_at: None,
             old_end: old_end.clone(),
@@ -981,7 +1192,8 @@ impl InstanceAgent for LocalAgent {
                 "SELECT pg_is_in_recovery(), (SELECT status FROM pg_stat_wal_receiver LIMIT 1),
                         CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
                              ELSE pg_current_wal_lsn() END::text,
-                        (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint",
+                        (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint,
+                        (SELECT sender_port FROM pg_stat_wal_receiver LIMIT 1)",
                 &[],
             )
             .await
@@ -1006,12 +1218,14 @@ impl InstanceAgent for LocalAgent {
             wrote = true;
         }
         let age: Option<i64> = role.get(3);
+        let sender_port: Option<i32> = role.get(4);
         Ok(HealthProbe {
             in_recovery,
             receiver_status: role.get(1),
             wal_lsn: role.get(2),
             replay_age_ms: age.filter(|_| in_recovery).map(|a| a.max(0) as u64),
             wrote,
+            sender_port: sender_port.and_then(|p| u16::try_from(p).ok()),
         })
     }
 
@@ -1060,5 +1274,16 @@ mod tests {
             })
         );
         assert_eq!(parse_progress("pg_basebackup: checkpoint completed"), None);
+    }
+
+    #[test]
+    fn password_file_lines_and_conninfo_values_are_escaped() {
+        assert_eq!(
+            pgpass_line("fogd_replicator", "abc"),
+            "*:*:*:fogd_replicator:abc\n"
+        );
+        assert_eq!(pgpass_line("u", r"a:b\c"), "*:*:*:u:a\\:b\\\\c\n");
+        assert_eq!(conninfo_value("/srv/my dir/it's"), r"'/srv/my dir/it\'s'");
+        assert_eq!(conninfo_value(r"C:\x"), r"'C:\\x'");
     }
 }

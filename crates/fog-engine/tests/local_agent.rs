@@ -257,6 +257,36 @@ async fn seed_stream_observe_and_promote() {
             .is_err(),
         "standby is read-only"
     );
+
+    // The replication password is in no configuration a superuser can SHOW and no file
+    // the data directory's copies carry: primary_conninfo names a private password file.
+    let conninfo: String = standby
+        .query_one("SHOW primary_conninfo", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert!(
+        conninfo.contains("passfile=") && !conninfo.contains("repl-Passw0rd"),
+        "{conninfo}"
+    );
+    let auto = std::fs::read_to_string(s.pgdata().join("postgresql.auto.conf")).expect("read");
+    assert!(!auto.contains("repl-Passw0rd"), "{auto}");
+    let passfile = s.dir.join("standby.pgpass");
+    let mode = std::fs::metadata(&passfile)
+        .expect("passfile")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The password files of finished tool runs are gone.
+    for dir in [&p.dir, &s.dir] {
+        let left: Vec<_> = std::fs::read_dir(dir)
+            .expect("dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".pgpass-"))
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
     let ps = agent.replication_status(&p).await.expect("status");
     assert_eq!(
         (ps.in_recovery, ps.streaming_standbys.clone()),

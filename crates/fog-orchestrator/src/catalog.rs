@@ -6,7 +6,7 @@
 //! | key | value |
 //! | --- | --- |
 //! | `instances/{sub}/{rg}/{name}` | [`InstanceRecord`] |
-//! | `secrets/{uid}` | [`InstanceSecret`] (never rendered to clients) |
+//! | `secrets/{uid}` | [`InstanceSecret`], sealed ([`StoredSecret`], [`crate::secrets`]); never rendered to clients |
 //! | `databases/{sub}/{rg}/{mi}/{db}` | [`DatabaseRecord`] |
 //! | `operations/{id}` | [`OperationRecord`] |
 //! | `failover-groups/{name}` | [`FailoverGroupRecord`] (names are global, like DNS names) |
@@ -15,18 +15,23 @@
 //! | `observed/instances/{uid}` | [`InstanceHealth`] written by the health monitor |
 //! | `events/{group}/{unix-nanos}-{nonce}` | [`GroupEvent`]s of a group, in time order |
 
+use crate::secrets::{Sealed, SecretCipher};
 use fog_model::failover_group::{ListenerPorts, ObservedGroup};
 use fog_model::health::{GroupEvent, InstanceHealth};
 use fog_model::{
     DatabaseRecord, FailoverGroupRecord, InstanceRecord, ManagedInstanceId, OperationRecord, Scope,
 };
 use fog_store::typed::{self, Persisted, Versioned};
-use fog_store::{Store, StoreError};
+use fog_store::{Precondition, Store, StoreError};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 /// Credentials fogd keeps for managing a server. Members of a failover group end up with
 /// the primary's credentials (roles are part of the replicated data).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Never stored as it is: [`secret_put`] seals it, [`secret`] opens it. `Debug` hides the
+/// passwords.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceSecret {
     pub superuser_password: String,
     /// Password of the replication role on this server.
@@ -38,6 +43,40 @@ pub struct InstanceSecret {
     pub previous_superuser_password: Option<String>,
 }
 
+impl std::fmt::Debug for InstanceSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceSecret")
+            .field("superuser_password", &"<redacted>")
+            .field("replication_password", &"<redacted>")
+            .field(
+                "previous_superuser_password",
+                &self
+                    .previous_superuser_password
+                    .as_ref()
+                    .map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// The value under `secrets/{uid}`. Format 2 is [`StoredSecret::Sealed`], the only one
+/// written; format 1 (fogd before encryption at rest) was the [`InstanceSecret`] in clear
+/// text, still read ([`StoredSecret::Plain`]) until start-up re-seals it
+/// ([`crate::secrets::unlock`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StoredSecret {
+    /// `{"sealed": {"cipher", "key_id", "nonce", "ciphertext"}}`: the JSON of an
+    /// [`InstanceSecret`] sealed with the record's store key as associated data.
+    Sealed { sealed: Sealed },
+    /// A clear-text record of format 1.
+    Plain(InstanceSecret),
+}
+
+impl Persisted for StoredSecret {
+    const FORMAT: u32 = 2;
+}
+
 /// Persisted listener port reservations.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListenerReservation {
@@ -45,10 +84,6 @@ pub struct ListenerReservation {
 }
 
 impl Persisted for ListenerReservation {
-    const FORMAT: u32 = 1;
-}
-
-impl Persisted for InstanceSecret {
     const FORMAT: u32 = 1;
 }
 
@@ -63,8 +98,11 @@ pub fn instances_prefix(scope: Option<&Scope>, subscription: &str) -> String {
     }
 }
 
+/// Where the [`StoredSecret`]s are.
+pub const SECRETS_PREFIX: &str = "secrets/";
+
 pub fn secret_key(uid: &str) -> String {
-    format!("secrets/{uid}")
+    format!("{SECRETS_PREFIX}{uid}")
 }
 
 pub fn database_key(id: &ManagedInstanceId, db: &str) -> String {
@@ -135,8 +173,45 @@ pub async fn operation(
     typed::get(store, &operation_key(id)).await
 }
 
-pub async fn secret(store: &dyn Store, uid: &str) -> Result<Option<InstanceSecret>, StoreError> {
-    Ok(typed::get(store, &secret_key(uid)).await?.map(|v| v.value))
+/// Reads and opens an instance's credentials. A record that does not open with `cipher` is
+/// a [`StoreError::Decode`] saying why (wrong key, damage).
+pub async fn secret(
+    store: &dyn Store,
+    cipher: &SecretCipher,
+    uid: &str,
+) -> Result<Option<InstanceSecret>, StoreError> {
+    let key = secret_key(uid);
+    let Some(stored) = typed::get::<StoredSecret>(store, &key).await? else {
+        return Ok(None);
+    };
+    match stored.value {
+        StoredSecret::Plain(secret) => Ok(Some(secret)),
+        StoredSecret::Sealed { sealed } => {
+            let decode = |reason: String| StoreError::Decode {
+                key: key.clone(),
+                reason,
+            };
+            let json = cipher
+                .open(key.as_bytes(), &sealed)
+                .map_err(|e| decode(e.to_string()))?;
+            serde_json::from_slice(&json)
+                .map(Some)
+                .map_err(|e| decode(format!("sealed value: {e}")))
+        }
+    }
+}
+
+/// The batch write that stores `secret` as `uid`'s credentials, sealed with `cipher`.
+pub fn secret_put(
+    cipher: &SecretCipher,
+    uid: &str,
+    secret: &InstanceSecret,
+    precondition: Precondition,
+) -> fog_store::Write {
+    let key = secret_key(uid);
+    let json = Zeroizing::new(serde_json::to_vec(secret).unwrap_or_default());
+    let sealed = cipher.seal(key.as_bytes(), &json);
+    typed::put(key, &StoredSecret::Sealed { sealed }, precondition)
 }
 
 pub fn group_key(name: &str) -> String {

@@ -11,8 +11,9 @@
 //! The orchestrator reaches PostgreSQL only through [`fog_engine::InstanceAgent`], and
 //! every server command carries the instance's fencing generation.
 //!
-//! Layout: [`catalog`] (store keys and typed reads), [`submit`] (validation against stored
-//! state and the accepting batch), [`steps`] (what each operation does per step),
+//! Layout: [`catalog`] (store keys and typed reads), [`secrets`] (the credentials fogd
+//! keeps, sealed at rest under a key kept apart from the store), [`submit`] (validation
+//! against stored state and the accepting batch), [`steps`] (what each operation does per step),
 //! [`runner`] (driving, persisting and resuming steps), [`failpoint`] (crash injection for
 //! tests, compiled only with the `failpoints` feature).
 
@@ -22,9 +23,12 @@ pub mod failpoint;
 mod group_steps;
 pub mod health;
 mod runner;
+pub mod secrets;
 pub mod steps;
 mod submit;
 mod submit_group;
+mod supervisor;
+pub mod sweep;
 
 pub use submit::DatabaseCreate;
 pub use submit_group::GroupAddress;
@@ -32,6 +36,7 @@ pub use submit_group::GroupAddress;
 use fog_engine::{InstanceAgent, ServerSpec};
 use fog_model::{ArmError, InstanceRecord};
 use fog_store::{Store, StoreError};
+use secrets::SecretCipher;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -64,6 +69,9 @@ pub struct OrchestratorConfig {
     pub grace_period_unit: std::time::Duration,
     /// How often fogd retries re-attaching a former primary that could not rejoin.
     pub rejoin_retry_interval: std::time::Duration,
+    /// How long fogd waits before starting a server that stopped by itself; doubled after
+    /// each failed start, up to a minute.
+    pub restart_backoff: std::time::Duration,
 }
 
 impl Default for OrchestratorConfig {
@@ -81,6 +89,7 @@ impl Default for OrchestratorConfig {
             probe_timeout: std::time::Duration::from_secs(2),
             grace_period_unit: std::time::Duration::from_secs(60),
             rejoin_retry_interval: std::time::Duration::from_secs(5),
+            restart_backoff: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -90,12 +99,21 @@ impl Default for OrchestratorConfig {
 pub struct Orchestrator {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) agent: Arc<dyn InstanceAgent>,
+    /// Seals and opens `secrets/{uid}` (see [`secrets`]).
+    pub(crate) secrets: Arc<SecretCipher>,
     pub(crate) config: Arc<OrchestratorConfig>,
     /// Serialises port choice with the batch that records it.
     pub(crate) port_lock: Arc<tokio::sync::Mutex<()>>,
     /// When the health monitor last started a rejoin, per group.
     pub(crate) rejoin_attempts:
         Arc<std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>>,
+    /// Repairs of a stalled secondary started since it last streamed, per group: the
+    /// second one re-seeds instead of rewinding.
+    pub(crate) repairs: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+    /// Restarts of servers that stopped by themselves ([`supervisor`]).
+    pub(crate) restarts: Arc<std::sync::Mutex<supervisor::Restarts>>,
+    /// Operations a runner task of this process drives now ([`sweep`]).
+    pub(crate) runners: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 pub(crate) fn store_err(e: StoreError) -> ArmError {
@@ -104,17 +122,24 @@ pub(crate) fn store_err(e: StoreError) -> ArmError {
 }
 
 impl Orchestrator {
+    /// `secrets` is the cipher of the store's credential records: the one
+    /// [`secrets::unlock`] returned for this store.
     pub fn new(
         store: Arc<dyn Store>,
         agent: Arc<dyn InstanceAgent>,
+        secrets: SecretCipher,
         config: OrchestratorConfig,
     ) -> Self {
         Self {
             store,
             agent,
+            secrets: Arc::new(secrets),
             config: Arc::new(config),
             port_lock: Arc::new(tokio::sync::Mutex::new(())),
             rejoin_attempts: Arc::default(),
+            repairs: Arc::default(),
+            restarts: Arc::default(),
+            runners: Arc::default(),
         }
     }
 
@@ -128,7 +153,7 @@ impl Orchestrator {
 
     /// The agent address of an instance's server.
     pub(crate) async fn server_spec(&self, rec: &InstanceRecord) -> Result<ServerSpec, ArmError> {
-        let secret = catalog::secret(self.store.as_ref(), &rec.uid)
+        let secret = catalog::secret(self.store.as_ref(), &self.secrets, &rec.uid)
             .await
             .map_err(store_err)?
             .ok_or_else(|| ArmError::internal("the instance's credentials are missing"))?;
@@ -142,7 +167,8 @@ impl Orchestrator {
     }
 
     /// Start-up reconciliation: resume every unfinished operation from its recorded step,
-    /// and start every server that should be running. Returns how many operations resumed.
+    /// and start (in the background) every server that should be running. Returns how many
+    /// operations resumed.
     pub async fn reconcile(&self) -> Result<usize, ArmError> {
         let ops = fog_store::typed::list::<fog_model::OperationRecord>(
             self.store.as_ref(),
@@ -151,62 +177,17 @@ impl Orchestrator {
         .await
         .map_err(store_err)?;
         let mut resumed = 0;
-        let mut busy = std::collections::HashSet::new();
         for (_, op) in ops {
             if !op.value.status.is_terminal() {
                 tracing::info!(operation = %op.value.id, step = %op.value.step, "resuming operation");
-                busy.insert(op.value.id.clone());
                 self.spawn(op.value.id.clone());
                 resumed += 1;
             }
         }
-        // Servers that should run are running before the API answers: start them all at
-        // once and wait (each start is bounded by pg_ctl's own timeout).
-        // A primary being failed away from must not come back by itself (the resumed
-        // failover decides), and a former primary awaiting its rewind must never start as
-        // it is. Every other server that should run, runs.
-        let mut hands_off = std::collections::HashSet::new();
-        for g in catalog::groups(self.store.as_ref())
-            .await
-            .map_err(store_err)?
-        {
-            let g = g.value;
-            match &g.switch {
-                Some(s) if s.routed => {
-                    hands_off.insert(g.secondary.instance.key());
-                }
-                Some(_) => {
-                    hands_off.insert(g.primary.instance.key());
-                }
-                None => {}
-            }
-            if g.secondary_needs_rejoin {
-                hands_off.insert(g.secondary.instance.key());
-            }
-        }
-        let mut starts = tokio::task::JoinSet::new();
-        for inst in catalog::all_instances(self.store.as_ref())
-            .await
-            .map_err(store_err)?
-        {
-            let rec = inst.value;
-            if rec
-                .active_operation
-                .as_ref()
-                .is_some_and(|o| busy.contains(o))
-                || hands_off.contains(&rec.id.key())
-            {
-                continue;
-            }
-            let spec = self.server_spec(&rec).await?;
-            let agent = self.agent.clone();
-            starts.spawn(async move {
-                if let Err(e) = agent.ensure_running(&spec, rec.generation).await {
-                    tracing::error!(instance = %rec.id, error = %e, "could not start server during reconcile");
-                }
-            });
-        }
-        while starts.join_next().await.is_some() {}
+        // Servers that should run are started in the background, each on its own: a server
+        // that cannot start delays nothing else (the API, the listeners, other groups).
+        let o = self.clone();
+        tokio::spawn(async move { o.supervise(true).await });
         Ok(resumed)
     }
 

@@ -115,7 +115,7 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
                 )
                 .await
                 .map_err(engine(step))?;
-            let secret = catalog::secret(store, &inst.value.uid)
+            let secret = catalog::secret(store, &o.secrets, &inst.value.uid)
                 .await
                 .map_err(store_err)?
                 .ok_or_else(|| ArmError::internal("the instance's credentials are missing"))?;
@@ -190,6 +190,11 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
             return Ok(Outcome::Finished(writes));
         }
         (Action::CreateDatabase { database, .. }, "create_database.create") => {
+            // After a restart of fogd the supervisor may still be starting the server.
+            agent
+                .ensure_running(&spec, gen)
+                .await
+                .map_err(engine(step))?;
             agent
                 .create_database(&spec, database)
                 .await
@@ -231,10 +236,16 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
                 Precondition::Revision(db.revision),
             )]));
         }
-        (Action::DeleteDatabase { database, .. }, "delete_database.drop") => agent
-            .drop_database(&spec, database)
-            .await
-            .map_err(engine(step))?,
+        (Action::DeleteDatabase { database, .. }, "delete_database.drop") => {
+            agent
+                .ensure_running(&spec, gen)
+                .await
+                .map_err(engine(step))?;
+            agent
+                .drop_database(&spec, database)
+                .await
+                .map_err(engine(step))?
+        }
         (Action::DeleteDatabase { database, .. }, "delete_database.finish") => {
             return Ok(Outcome::Finished(vec![Write::delete(
                 catalog::database_key(instance_id, database),

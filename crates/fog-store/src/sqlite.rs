@@ -1,9 +1,20 @@
 //! The embedded backend: one SQLite file, WAL mode, one connection behind a mutex.
+//!
+//! **Private files.** The store and its companions (`-wal`, `-shm`, `-journal`) are mode
+//! 0600: [`SqliteStore::open`] creates the file that way before SQLite opens it (SQLite gives
+//! its companions the database file's mode) and restricts existing files, so a store made
+//! by an older fogd with mode 0644 is repaired when opened.
+//!
+//! **No lingering values.** `secure_delete` is on: SQLite zeroes the content of deleted and
+//! overwritten rows in the database file. Older page versions still sit in the WAL until it
+//! is reset, and a store written without `secure_delete` may keep old values in free pages;
+//! [`SqliteStore::compact`] rewrites the file and truncates the WAL.
 
 use crate::{Event, Precondition, Record, Store, StoreError, Watcher, Write, WriteOp};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
-use std::path::Path;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -23,9 +34,21 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store file at `path`.
+    /// Opens (creating if needed) the store file at `path`. The file and its companions are
+    /// made (or restricted to) mode 0600.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::from_connection(Connection::open(path).map_err(backend)?)
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| backend(format!("create {}: {e}", path.display())))?;
+        restrict_files(path)?;
+        let store = Self::from_connection(Connection::open(path).map_err(backend)?)?;
+        // The companions SQLite created just now (WAL, shared memory) have the file's mode
+        // already; this covers anything an older version left.
+        restrict_files(path)?;
+        Ok(store)
     }
 
     /// A private in-memory store, for tests.
@@ -37,6 +60,7 @@ impl SqliteStore {
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=FULL;
+             PRAGMA secure_delete=ON;
              PRAGMA busy_timeout=5000;
              CREATE TABLE IF NOT EXISTS kv (
                  key TEXT PRIMARY KEY,
@@ -53,6 +77,26 @@ impl SqliteStore {
                 watchers: Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// Rewrites the database file (`VACUUM`) and truncates the WAL, so that no deleted or
+    /// overwritten value survives in free pages or old WAL frames — for example clear-text
+    /// values replaced by sealed ones. Takes time proportional to the store's size; fogd
+    /// runs it at start-up.
+    pub async fn compact(&self) -> Result<(), StoreError> {
+        self.blocking(|conn| {
+            conn.execute_batch("VACUUM;").map_err(backend)?;
+            let busy: i64 = conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                .map_err(backend)?;
+            if busy != 0 {
+                return Err(backend(
+                    "the WAL could not be truncated: the store is in use",
+                ));
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn blocking<T: Send + 'static>(
@@ -80,6 +124,29 @@ impl SqliteStore {
                 && !tx.is_closed()
         });
     }
+}
+
+/// The store file and the companion files SQLite may keep beside it.
+fn store_files(path: &Path) -> Vec<PathBuf> {
+    let mut files = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(PathBuf::from(name));
+    }
+    files
+}
+
+/// Restricts the store file and its existing companions to mode 0600.
+fn restrict_files(path: &Path) -> Result<(), StoreError> {
+    for f in store_files(path) {
+        match std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(backend(format!("chmod {}: {e}", f.display()))),
+        }
+    }
+    Ok(())
 }
 
 fn current_revision(tx: &rusqlite::Transaction<'_>, key: &str) -> Result<Option<u64>, StoreError> {
@@ -244,5 +311,77 @@ mod tests {
         let rec = s.get("persist/a").await.expect("get").expect("present");
         assert_eq!((rec.value.as_slice(), rec.revision), (&b"1"[..], rev));
         assert_eq!(s.revision().await.expect("rev"), rev);
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn store_files_are_private_and_old_ones_are_repaired() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store.sqlite");
+        let s = SqliteStore::open(&path).expect("open");
+        s.commit(vec![Write::put("k", b"v".to_vec(), Precondition::Any)])
+            .await
+            .expect("put");
+        let existing: Vec<PathBuf> = store_files(&path)
+            .into_iter()
+            .filter(|f| f.exists())
+            .collect();
+        assert!(
+            existing.len() >= 3,
+            "store, WAL and shared memory: {existing:?}"
+        );
+        for f in &existing {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
+        // A store left world-readable by an older version is restricted when opened (another
+        // connection keeps the WAL and shared memory files in place meanwhile).
+        let other = Connection::open(&path).expect("open");
+        let n: i64 = other
+            .query_row("SELECT count(*) FROM kv", [], |r| r.get(0))
+            .expect("read");
+        assert_eq!(n, 1);
+        drop(s);
+        for f in &existing {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        }
+        let _s = SqliteStore::open(&path).expect("reopen");
+        for f in store_files(&path).iter().filter(|f| f.exists()) {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
+    }
+
+    #[tokio::test]
+    async fn compact_leaves_no_trace_of_overwritten_or_deleted_values() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store.sqlite");
+        let s = SqliteStore::open(&path).expect("open");
+        let needle = b"Overwritten-Value-0123456789";
+        s.commit(vec![
+            Write::put("a", needle.to_vec(), Precondition::Any),
+            Write::put("b", needle.to_vec(), Precondition::Any),
+        ])
+        .await
+        .expect("put");
+        s.commit(vec![
+            Write::put("a", b"replacement".to_vec(), Precondition::Any),
+            Write::delete("b", Precondition::Any),
+        ])
+        .await
+        .expect("overwrite");
+        s.compact().await.expect("compact");
+        for f in store_files(&path).iter().filter(|f| f.exists()) {
+            let bytes = std::fs::read(f).expect("read");
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} still holds the old value",
+                f.display()
+            );
+        }
+        let rec = s.get("a").await.expect("get").expect("present");
+        assert_eq!(rec.value, b"replacement");
+        assert!(s.get("b").await.expect("get").is_none());
     }
 }

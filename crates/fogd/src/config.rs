@@ -82,6 +82,9 @@ pub mod defaults {
     pub const REJOIN_RETRY_MS: u64 = 5000;
 }
 
+/// The secret key file, relative to the data directory, when `secret_key_file` is unset.
+pub const DEFAULT_SECRET_KEY_FILE: &str = "keys/secrets.key";
+
 fn parse_range(s: &str) -> Result<PortRange, String> {
     s.parse()
 }
@@ -99,6 +102,16 @@ pub struct ServeArgs {
     /// PostgreSQL data [default: /var/lib/fogd]
     #[arg(long, env = "FOGD_DATA_DIR", value_name = "DIR", verbatim_doc_comment)]
     pub data_dir: Option<PathBuf>,
+    /// File with the 256-bit key that encrypts the credentials in the metadata store;
+    /// created (mode 0600) on first start. Keep it apart from backups of the store
+    /// [default: DATA_DIR/keys/secrets.key]
+    #[arg(
+        long,
+        env = "FOGD_SECRET_KEY_FILE",
+        value_name = "FILE",
+        verbatim_doc_comment
+    )]
+    pub secret_key_file: Option<PathBuf>,
     /// Address the HTTPS API listens on; port 0 picks a free port (see DIR/api-url)
     /// [default: 127.0.0.1:8443]
     #[arg(
@@ -329,6 +342,7 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
+    pub secret_key_file: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub public_url: Option<String>,
     pub tls_san: Option<Vec<String>>,
@@ -362,17 +376,22 @@ impl FileConfig {
         toml::from_str(text)
     }
 
-    /// Reads `path`. Relative `data_dir` and `pg_bin_dir` are taken relative to the
-    /// file's directory. Errors name the file (and, from the TOML parser, the key and line).
+    /// Reads `path`. Relative `data_dir`, `secret_key_file` and `pg_bin_dir` are taken
+    /// relative to the file's directory. Errors name the file (and, from the TOML parser,
+    /// the key and line).
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("read the config file {}", path.display()))?;
         let mut cfg = Self::parse(&text)
             .map_err(|e| anyhow!("invalid config file {}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new(""));
-        for p in [&mut cfg.data_dir, &mut cfg.pg_bin_dir]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut cfg.data_dir,
+            &mut cfg.secret_key_file,
+            &mut cfg.pg_bin_dir,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -386,6 +405,8 @@ impl FileConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub data_dir: PathBuf,
+    /// `None`: `DATA_DIR/keys/secrets.key` ([`Settings::secret_key_path`]).
+    pub secret_key_file: Option<PathBuf>,
     pub listen: SocketAddr,
     pub public_url: Option<String>,
     pub tls_san: Vec<String>,
@@ -418,6 +439,7 @@ impl Default for Settings {
         use defaults::*;
         Settings {
             data_dir: DATA_DIR.into(),
+            secret_key_file: None,
             listen: LISTEN.parse().expect("default listen address"),
             public_url: None,
             tls_san: Vec::new(),
@@ -462,6 +484,10 @@ impl Settings {
         let d = Settings::default();
         let s = Settings {
             data_dir: args.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
+            secret_key_file: args
+                .secret_key_file
+                .or(file.secret_key_file)
+                .or(d.secret_key_file),
             listen: args.listen.or(file.listen).unwrap_or(d.listen),
             public_url: args.public_url.or(file.public_url).or(d.public_url),
             tls_san: args.tls_san.or(file.tls_san).unwrap_or(d.tls_san),
@@ -546,6 +572,13 @@ impl Settings {
         Ok(s)
     }
 
+    /// The secret key file: `secret_key_file`, else `DATA_DIR/keys/secrets.key`.
+    pub fn secret_key_path(&self) -> PathBuf {
+        self.secret_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(DEFAULT_SECRET_KEY_FILE))
+    }
+
     fn check(&self) -> Result<()> {
         if let Some(u) = &self.public_url {
             if !(u.starts_with("https://") || u.starts_with("http://")) {
@@ -620,6 +653,17 @@ pub const FIELDS: &[Field] = &[
         doc: "Data directory, created if missing: ca.pem, admin-token, subscription-id, api-url, \
               client.toml, the metadata store (store.sqlite) and every PostgreSQL server's data \
               (instances/). In a file, a relative path is relative to the file's directory.",
+    },
+    Field {
+        key: "secret_key_file",
+        default: None,
+        unset: "DATA_DIR/keys/secrets.key",
+        example: r#""/etc/fogd/secrets.key""#,
+        doc: "File holding the 256-bit key (64 hex digits) that encrypts the credentials fogd \
+              keeps in its metadata store. Created with mode 0600 (its directory 0700) on first \
+              start; a key file other users may read is refused. Keep it apart from backups of \
+              the store, and back it up separately: without it the stored credentials cannot \
+              be read. In a file, a relative path is relative to the file's directory.",
     },
     Field {
         key: "listen",
@@ -953,6 +997,23 @@ mod tests {
         assert!(!s.leave_servers_running);
         assert!(s.server_ports.is_none() && s.listener_ports.is_none());
         assert!(s.public_url.is_none() && s.tls_san.is_empty());
+        assert_eq!(s.secret_key_file, None);
+        assert_eq!(
+            s.secret_key_path(),
+            PathBuf::from("/var/lib/fogd/keys/secrets.key")
+        );
+        let moved = Settings::resolve(flags(&["--data-dir", "/srv/f"]), FileConfig::default());
+        assert_eq!(
+            moved.unwrap().secret_key_path(),
+            PathBuf::from("/srv/f/keys/secrets.key")
+        );
+        let file = FileConfig::parse("secret_key_file = \"/etc/fogd/k\"").unwrap();
+        assert_eq!(
+            Settings::resolve(flags(&[]), file)
+                .unwrap()
+                .secret_key_path(),
+            PathBuf::from("/etc/fogd/k")
+        );
     }
 
     #[test]
@@ -1087,9 +1148,14 @@ mod tests {
     fn relative_paths_in_a_file_are_relative_to_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fogd.toml");
-        std::fs::write(&path, "data_dir = \"data\"\npg_bin_dir = \"/opt/pg/bin\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "data_dir = \"data\"\npg_bin_dir = \"/opt/pg/bin\"\nsecret_key_file = \"k/s.key\"\n",
+        )
+        .unwrap();
         let f = FileConfig::read(&path).unwrap();
         assert_eq!(f.data_dir, Some(dir.path().join("data")));
+        assert_eq!(f.secret_key_file, Some(dir.path().join("k/s.key")));
         assert_eq!(f.pg_bin_dir, Some(PathBuf::from("/opt/pg/bin")));
     }
 
@@ -1140,6 +1206,7 @@ mod tests {
         // so a new key fails to compile until it is listed here).
         let FileConfig {
             data_dir,
+            secret_key_file,
             listen,
             public_url,
             tls_san,
@@ -1167,6 +1234,7 @@ mod tests {
             rejoin_retry_ms,
         } = file;
         assert!(data_dir.is_some() && listen.is_some() && public_url.is_some());
+        assert!(secret_key_file.is_some());
         assert!(tls_san.is_some() && pg_bin_dir.is_some() && pg_os_user.is_some());
         assert!(server_host.is_some() && server_ports.is_some() && dns_suffix.is_some());
         assert!(leave_servers_running.is_some() && max_body_bytes.is_some());

@@ -8,7 +8,8 @@
 //! | `subscription-id` | the default subscription id |
 //! | `api-url` | the HTTPS URL the API listens on, written once it is bound |
 //! | `client.toml` | [`ClientConfig`] for clients such as fogctl, written once the API is bound |
-//! | `store.sqlite` | the embedded metadata store |
+//! | `store.sqlite` | the embedded metadata store, with `-wal` and `-shm` beside it (mode 0600; credentials in it are sealed) |
+//! | `keys/secrets.key` | the key that seals the credentials in the store (directory 0700, file 0600; `secret_key_file` moves it) |
 //! | `instances/{uid}/` | one directory per managed instance's PostgreSQL server |
 //! | `fogd.lock` | held (`flock`, exclusive) by the fogd serving the directory; holds its pid |
 
@@ -64,10 +65,19 @@ pub fn restrict(path: &Path, mode: u32) -> Result<()> {
         .with_context(|| format!("chmod {}", path.display()))
 }
 
-/// Writes a file readable only by fogd's user.
+/// Writes a file readable only by fogd's user (mode 0600 from its creation on).
 pub fn write_secret(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .with_context(|| format!("write {}", tmp.display()))?;
     restrict(&tmp, 0o600)?;
     std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))
 }
@@ -85,8 +95,7 @@ pub fn load_or_create(path: &Path, secret: bool, make: impl FnOnce() -> String) 
     if secret {
         write_secret(path, &format!("{value}\n"))?;
     } else {
-        std::fs::write(path, format!("{value}\n"))
-            .with_context(|| format!("write {}", path.display()))?;
+        write_public(path, &format!("{value}\n"))?;
     }
     Ok(value)
 }

@@ -44,6 +44,8 @@ directory (--data-dir, default /var/lib/fogd) it keeps:
   client.toml      endpoint, CA file, token file and subscription id for clients
   fogd.lock        locked while a fogd serves the directory (a second one is refused)
   store.sqlite, instances/   the metadata store and the PostgreSQL servers' data
+  keys/secrets.key the key that encrypts the credentials in the store (mode 0600;
+                   --secret-key-file puts it elsewhere; back it up apart from the store)
 fogctl finds fogd through that directory: give it the same --data-dir (or FOGD_DATA_DIR).
 
 Settings come from flags, FOGD_* environment variables and a TOML file (--config FILE);
@@ -171,6 +173,10 @@ async fn serve(settings: Settings) -> Result<()> {
     // Held until fogd exits: a second fogd on this directory is refused here.
     let _lock = datadir::lock(dir)?;
     datadir::restrict(dir, 0o711)?;
+    // From here on everything fogd creates is private to its user (the store, its WAL,
+    // keys, password files) unless made wider on purpose: ca.pem, client.toml, api-url and
+    // the directories the servers' OS user must traverse are given their modes explicitly.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     if let Some(nofile) = raise_open_file_limit() {
         tracing::info!(nofile, "open-file limit");
         if (nofile as usize) < settings.max_connections.saturating_mul(2) {
@@ -207,7 +213,29 @@ async fn serve(settings: Settings) -> Result<()> {
     });
     let metrics = fog_api::MetricsRender(Arc::new(move || prometheus.render()));
 
-    let store = Arc::new(SqliteStore::open(&dir.join("store.sqlite")).context("open the store")?);
+    let sqlite = SqliteStore::open(&dir.join("store.sqlite")).context("open the store")?;
+    let key_file =
+        std::path::absolute(settings.secret_key_path()).context("resolve the secret key file")?;
+    if settings.secret_key_file.is_none() {
+        // Repairs a keys directory someone widened (a custom location is the operator's).
+        if let Some(keys) = key_file.parent().filter(|p| p.exists()) {
+            datadir::restrict(keys, 0o700)?;
+        }
+    }
+    let unlocked = fog_orchestrator::secrets::unlock(&sqlite, &key_file)
+        .await
+        .context("unlock the credentials in the store")?;
+    // Drops what sealing replaced (and anything deleted) from free pages and the WAL.
+    sqlite.compact().await.context("compact the store")?;
+    tracing::info!(
+        key_file = %key_file.display(),
+        key_id = unlocked.cipher.key_id(),
+        created = unlocked.created,
+        sealed = unlocked.sealed,
+        resealed = unlocked.resealed,
+        "credentials are sealed at rest"
+    );
+    let store = Arc::new(sqlite);
     let agent = LocalAgent::new(PgSettings {
         bin_dir: settings.pg_bin_dir.clone(),
         os_user: settings.pg_os_user.clone(),
@@ -217,6 +245,7 @@ async fn serve(settings: Settings) -> Result<()> {
     let orch = Orchestrator::new(
         store,
         Arc::new(agent),
+        unlocked.cipher,
         OrchestratorConfig {
             servers_dir,
             server_host: settings.server_host.clone(),
@@ -246,6 +275,8 @@ async fn serve(settings: Settings) -> Result<()> {
         },
     ));
     tokio::spawn(orch.clone().run_health_monitor());
+    tokio::spawn(orch.clone().run_supervisor());
+    tokio::spawn(orch.clone().run_sweeper());
 
     let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(
         &tls_files.server_cert,

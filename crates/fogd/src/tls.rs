@@ -65,5 +65,7 @@ pub fn ensure(data_dir: &Path, names: &[String]) -> Result<TlsFiles> {
     )
     .context("write server certificate")?;
     std::fs::write(&files.ca_cert, ca.pem()).context("write ca.pem")?;
+    // Public: every client needs it (fogd's umask would make it private).
+    crate::datadir::restrict(&files.ca_cert, 0o644)?;
     Ok(files)
 }
