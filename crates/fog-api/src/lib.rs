@@ -643,10 +643,19 @@ impl Ctx<'_> {
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 Ok(r)
             }
-            OperationStatus::Failed | OperationStatus::Canceled => Err(op
-                .error
-                .clone()
-                .unwrap_or_else(ArmError::operation_interrupted)),
+            // The operation's error, as a client error: the request was accepted and then
+            // could not be carried out in the state it met (the reason is in the body). A
+            // 5xx here would tell pollers to retry a result that will never change.
+            OperationStatus::Failed | OperationStatus::Canceled => {
+                let mut e = op
+                    .error
+                    .clone()
+                    .unwrap_or_else(ArmError::operation_interrupted);
+                if e.status >= 500 {
+                    e.status = 409;
+                }
+                Err(e)
+            }
             OperationStatus::Succeeded if op.action.is_delete() => {
                 Ok(StatusCode::NO_CONTENT.into_response())
             }

@@ -6,10 +6,14 @@
 //! the network, which is why every command names its target by [`ServerSpec`] alone and
 //! every state-changing command carries a fencing [`Generation`].
 //!
-//! **Fencing.** The agent remembers, per server, the highest generation it has accepted (in
-//! a file beside the server's data directory) and refuses any command with a lower one
-//! ([`EngineError::StaleGeneration`]). A controller that lost its role therefore cannot act
-//! on a server after a newer controller did.
+//! **Fencing.** Every command that changes a server carries a generation. The agent
+//! remembers, per server, the highest generation it has accepted (in a file beside the
+//! server's data directory) and refuses any command with a lower one
+//! ([`EngineError::StaleGeneration`]). Admitting and acting happen under one lock per
+//! server, so a command of an older generation can never interleave with a newer one. A
+//! controller that lost its role therefore cannot act on a server after a newer controller
+//! did. Only observations (`status`, `probe`, `replication_status`, `list_databases`,
+//! `replayed_past`, `check_replication_source`) take no generation.
 //!
 //! **Idempotence.** Every command can be repeated after a crash: `ensure_*` commands
 //! converge, deletes of missing things succeed.
@@ -223,11 +227,22 @@ pub trait InstanceAgent: Send + Sync + 'static {
         spec: &ServerSpec,
         login: &str,
         scram_verifier: &str,
+        gen: Generation,
     ) -> Result<(), EngineError>;
     /// Creates a database if it does not exist.
-    async fn create_database(&self, spec: &ServerSpec, name: &str) -> Result<(), EngineError>;
+    async fn create_database(
+        &self,
+        spec: &ServerSpec,
+        name: &str,
+        gen: Generation,
+    ) -> Result<(), EngineError>;
     /// Drops a database if it exists, ending its sessions.
-    async fn drop_database(&self, spec: &ServerSpec, name: &str) -> Result<(), EngineError>;
+    async fn drop_database(
+        &self,
+        spec: &ServerSpec,
+        name: &str,
+        gen: Generation,
+    ) -> Result<(), EngineError>;
     /// Names of the user databases on the server.
     async fn list_databases(&self, spec: &ServerSpec) -> Result<Vec<String>, EngineError>;
     /// Creates or updates [`REPLICATOR`] with a SCRAM verifier.
@@ -235,6 +250,7 @@ pub trait InstanceAgent: Send + Sync + 'static {
         &self,
         spec: &ServerSpec,
         scram_verifier: &str,
+        gen: Generation,
     ) -> Result<(), EngineError>;
     /// From `from`'s side, opens a physical replication connection to `source` with its
     /// credentials and identifies the system: proves a standby could stream from it.
@@ -244,9 +260,19 @@ pub trait InstanceAgent: Send + Sync + 'static {
         source: &ReplicationSource,
     ) -> Result<(), EngineError>;
     /// Creates a physical replication slot reserving WAL now, if absent.
-    async fn ensure_slot(&self, spec: &ServerSpec, slot: &str) -> Result<(), EngineError>;
+    async fn ensure_slot(
+        &self,
+        spec: &ServerSpec,
+        slot: &str,
+        gen: Generation,
+    ) -> Result<(), EngineError>;
     /// Drops a replication slot if present (waiting briefly for it to become inactive).
-    async fn drop_slot(&self, spec: &ServerSpec, slot: &str) -> Result<(), EngineError>;
+    async fn drop_slot(
+        &self,
+        spec: &ServerSpec,
+        slot: &str,
+        gen: Generation,
+    ) -> Result<(), EngineError>;
     /// Replaces the server's data with a base backup of `source` and starts it as a hot
     /// standby streaming from it through the slot. Idempotent: a server already seeded from
     /// this slot is only started.
@@ -277,14 +303,21 @@ pub trait InstanceAgent: Send + Sync + 'static {
         partner: &str,
         zone: &str,
         application_name: &str,
+        gen: Generation,
     ) -> Result<(), EngineError>;
     /// Removes the geo link of `database` (the procedure then reports it has none).
-    async fn clear_geo_link(&self, spec: &ServerSpec, database: &str) -> Result<(), EngineError>;
+    async fn clear_geo_link(
+        &self,
+        spec: &ServerSpec,
+        database: &str,
+        gen: Generation,
+    ) -> Result<(), EngineError>;
     /// Names the standby that `SET LOCAL synchronous_commit = on` waits for (`None`: none).
     async fn set_sync_standby(
         &self,
         spec: &ServerSpec,
         application_name: Option<&str>,
+        gen: Generation,
     ) -> Result<(), EngineError>;
     /// Stops the server with a fast shutdown (its final WAL, the shutdown checkpoint, is
     /// streamed to connected standbys before it exits) and reports how it stopped.

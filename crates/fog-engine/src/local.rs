@@ -19,9 +19,11 @@ use crate::{
     ShutdownState, REPLICATOR, SUPERUSER,
 };
 use async_trait::async_trait;
+use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::process::Command;
 
@@ -78,6 +80,8 @@ pub struct LocalAgent {
     settings: PgSettings,
     /// `(uid, gid)` to drop to when running as root.
     run_as: Option<(u32, u32)>,
+    /// Per-server locks held by fenced commands (see `hold`).
+    locks: ServerLocks,
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> EngineError {
@@ -119,7 +123,11 @@ impl LocalAgent {
         } else {
             None
         };
-        Ok(Self { settings, run_as })
+        Ok(Self {
+            settings,
+            run_as,
+            locks: Default::default(),
+        })
     }
 
     /// Prepares `root` (the directory that will hold server directories): creates it and,
@@ -614,9 +622,11 @@ impl LocalAgent {
     }
 }
 
-#[async_trait]
-impl InstanceAgent for LocalAgent {
-    async fn ensure_initialized(
+impl LocalAgent {
+    // The commands themselves, run with the server's lock held and its fence admitted
+    // (see `hold`); the `InstanceAgent` methods below are their fenced entry points.
+
+    async fn ensure_initialized_held(
         &self,
         spec: &ServerSpec,
         gen: Generation,
@@ -664,7 +674,17 @@ impl InstanceAgent for LocalAgent {
         Ok(())
     }
 
-    async fn ensure_running(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
+    async fn ensure_running_held(
+        &self,
+        spec: &ServerSpec,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        self.start_held(spec, gen).await?;
+        self.wait_ready(spec).await
+    }
+
+    /// Starts the postmaster if it is not running (does not wait for it to accept).
+    async fn start_held(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
         fence::admit(&spec.dir, &spec.uid, gen)?;
         if !self.is_running(spec).await? {
             let mut cmd = self.tool("pg_ctl", &spec.dir);
@@ -683,19 +703,20 @@ impl InstanceAgent for LocalAgent {
             // pg_ctl leaves the postmaster running in its own session; it outlives fogd.
             self.run(cmd, "pg_ctl start").await?;
         }
+        Ok(())
+    }
+
+    /// Waits until the server answers SQL (bounded). Changes nothing, so it runs without
+    /// the server's lock: a fence may act on the server meanwhile.
+    async fn wait_ready(&self, spec: &ServerSpec) -> Result<(), EngineError> {
         // Ready means it answers SQL, not just that the postmaster exists. A standby may
         // replay for a while before it accepts connections; a postmaster that died (bad
         // port, bad data) is reported with the end of its log.
         let started = tokio::time::Instant::now();
         let mut checked = started;
         loop {
-            match sql::connect(spec, "postgres").await {
-                Ok(c) => {
-                    c.simple_query("SELECT 1")
-                        .await
-                        .map_err(|e| sql::err(spec, e))?;
-                    return Ok(());
-                }
+            match sql::accepts_connections(spec).await {
+                Ok(()) => return Ok(()),
                 Err(e) if started.elapsed() >= Duration::from_secs(120) => return Err(e),
                 Err(e) => {
                     if checked.elapsed() >= Duration::from_millis(500) {
@@ -716,7 +737,7 @@ impl InstanceAgent for LocalAgent {
         }
     }
 
-    async fn stop(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
+    async fn stop_held(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
         if !spec.dir.exists() {
             return Ok(());
         }
@@ -744,8 +765,8 @@ impl InstanceAgent for LocalAgent {
         Ok(())
     }
 
-    async fn destroy(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
-        self.stop(spec, gen).await?;
+    async fn destroy_held(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
+        self.stop_held(spec, gen).await?;
         match std::fs::remove_dir_all(&spec.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -753,7 +774,7 @@ impl InstanceAgent for LocalAgent {
         }
     }
 
-    async fn status(&self, spec: &ServerSpec) -> Result<ServerStatus, EngineError> {
+    async fn status_ro(&self, spec: &ServerSpec) -> Result<ServerStatus, EngineError> {
         Ok(ServerStatus {
             initialized: Self::marker(spec).exists(),
             running: self.is_running(spec).await?,
@@ -761,7 +782,7 @@ impl InstanceAgent for LocalAgent {
         })
     }
 
-    async fn ensure_login(
+    async fn ensure_login_held(
         &self,
         spec: &ServerSpec,
         login: &str,
@@ -771,7 +792,7 @@ impl InstanceAgent for LocalAgent {
             .await
     }
 
-    async fn create_database(&self, spec: &ServerSpec, name: &str) -> Result<(), EngineError> {
+    async fn create_database_held(&self, spec: &ServerSpec, name: &str) -> Result<(), EngineError> {
         let c = sql::connect(spec, "postgres").await?;
         match c
             .batch_execute(&format!("CREATE DATABASE {}", ident(name)))
@@ -785,7 +806,7 @@ impl InstanceAgent for LocalAgent {
         }
     }
 
-    async fn drop_database(&self, spec: &ServerSpec, name: &str) -> Result<(), EngineError> {
+    async fn drop_database_held(&self, spec: &ServerSpec, name: &str) -> Result<(), EngineError> {
         let c = sql::connect(spec, "postgres").await?;
         c.batch_execute(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -795,7 +816,7 @@ impl InstanceAgent for LocalAgent {
         .map_err(|e| sql::err(spec, e))
     }
 
-    async fn list_databases(&self, spec: &ServerSpec) -> Result<Vec<String>, EngineError> {
+    async fn list_databases_ro(&self, spec: &ServerSpec) -> Result<Vec<String>, EngineError> {
         let c = sql::connect(spec, "postgres").await?;
         let rows = c
             .query(
@@ -807,7 +828,7 @@ impl InstanceAgent for LocalAgent {
         Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
     }
 
-    async fn ensure_replication_role(
+    async fn ensure_replication_role_held(
         &self,
         spec: &ServerSpec,
         scram_verifier: &str,
@@ -822,7 +843,7 @@ impl InstanceAgent for LocalAgent {
         .await
     }
 
-    async fn check_replication_source(
+    async fn check_replication_source_ro(
         &self,
         from: &ServerSpec,
         source: &ReplicationSource,
@@ -838,7 +859,7 @@ impl InstanceAgent for LocalAgent {
         self.run(cmd, "psql IDENTIFY_SYSTEM").await.map(|_| ())
     }
 
-    async fn ensure_slot(&self, spec: &ServerSpec, slot: &str) -> Result<(), EngineError> {
+    async fn ensure_slot_held(&self, spec: &ServerSpec, slot: &str) -> Result<(), EngineError> {
         let c = sql::connect(spec, "postgres").await?;
         c.execute(
             "SELECT pg_create_physical_replication_slot($1, true)
@@ -850,7 +871,7 @@ impl InstanceAgent for LocalAgent {
         Ok(())
     }
 
-    async fn drop_slot(&self, spec: &ServerSpec, slot: &str) -> Result<(), EngineError> {
+    async fn drop_slot_held(&self, spec: &ServerSpec, slot: &str) -> Result<(), EngineError> {
         let c = sql::connect(spec, "postgres").await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
@@ -882,7 +903,7 @@ impl InstanceAgent for LocalAgent {
         }
     }
 
-    async fn seed_standby(
+    async fn seed_standby_held(
         &self,
         spec: &ServerSpec,
         source: &ReplicationSource,
@@ -904,11 +925,11 @@ impl InstanceAgent for LocalAgent {
             let was_running = self.is_running(spec).await?;
             let (copied, stopped) = tokio::join!(
                 self.basebackup(spec, &staging, source, progress),
-                self.stop(spec, gen)
+                self.stop_held(spec, gen)
             );
             if let Err(e) = copied {
                 if was_running && stopped.is_ok() && spec.pgdata().join("PG_VERSION").exists() {
-                    if let Err(restart) = self.ensure_running(spec, gen).await {
+                    if let Err(restart) = self.ensure_running_held(spec, gen).await {
                         tracing::warn!(uid = %spec.uid, error = %restart, "restarting after a failed seed failed");
                     }
                 }
@@ -927,7 +948,7 @@ impl InstanceAgent for LocalAgent {
             // Standby settings (and the marker, last) once the copy is in place.
             self.configure_standby(spec, source)?;
         }
-        self.ensure_running(spec, gen).await?;
+        self.ensure_running_held(spec, gen).await?;
         // The replaced data directory goes in the background, off the critical path; a
         // leftover is removed by the next seed.
         let old = spec.dir.join("pgdata.old");
@@ -939,7 +960,7 @@ impl InstanceAgent for LocalAgent {
         Ok(())
     }
 
-    async fn promote(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
+    async fn promote_held(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
         fence::admit(&spec.dir, &spec.uid, gen)?;
         let c = sql::connect(spec, "postgres").await?;
         let in_recovery = |c: tokio_postgres::Client| async move {
@@ -981,7 +1002,7 @@ impl InstanceAgent for LocalAgent {
         Ok(())
     }
 
-    async fn install_geo_link(
+    async fn install_geo_link_held(
         &self,
         spec: &ServerSpec,
         database: &str,
@@ -1009,7 +1030,11 @@ impl InstanceAgent for LocalAgent {
         .map_err(e)
     }
 
-    async fn clear_geo_link(&self, spec: &ServerSpec, database: &str) -> Result<(), EngineError> {
+    async fn clear_geo_link_held(
+        &self,
+        spec: &ServerSpec,
+        database: &str,
+    ) -> Result<(), EngineError> {
         let c = sql::connect(spec, database).await?;
         c.batch_execute(GEO_LINK_SCHEMA)
             .await
@@ -1019,7 +1044,7 @@ impl InstanceAgent for LocalAgent {
             .map_err(|e| sql::err(spec, e))
     }
 
-    async fn set_sync_standby(
+    async fn set_sync_standby_held(
         &self,
         spec: &ServerSpec,
         application_name: Option<&str>,
@@ -1040,12 +1065,12 @@ impl InstanceAgent for LocalAgent {
             .map_err(|e| sql::err(spec, e))
     }
 
-    async fn stop_and_inspect(
+    async fn stop_and_inspect_held(
         &self,
         spec: &ServerSpec,
         gen: Generation,
     ) -> Result<ShutdownState, EngineError> {
-        self.stop(spec, gen).await?;
+        self.stop_held(spec, gen).await?;
         let cd = self.controldata(spec).await?;
         let get = |k: &str| {
             cd.iter()
@@ -1059,7 +1084,7 @@ impl InstanceAgent for LocalAgent {
         })
     }
 
-    async fn kill(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
+    async fn kill_held(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
         if !spec.dir.exists() {
             return Ok(());
         }
@@ -1080,7 +1105,7 @@ impl InstanceAgent for LocalAgent {
         Ok(())
     }
 
-    async fn replayed_past(&self, spec: &ServerSpec, lsn: &str) -> Result<bool, EngineError> {
+    async fn replayed_past_ro(&self, spec: &ServerSpec, lsn: &str) -> Result<bool, EngineError> {
         let c = sql::connect(spec, "postgres").await?;
         let row = c
             .query_one(
@@ -1092,24 +1117,24 @@ impl InstanceAgent for LocalAgent {
         Ok(row.get::<_, Option<bool>>(0).unwrap_or(false))
     }
 
-    async fn reseed_standby(
+    async fn reseed_standby_held(
         &self,
         spec: &ServerSpec,
         source: &ReplicationSource,
         gen: Generation,
     ) -> Result<(), EngineError> {
         fence::admit(&spec.dir, &spec.uid, gen)?;
-        self.kill(spec, gen).await?;
+        self.kill_held(spec, gen).await?;
         // Without the marker, seeding replaces the data instead of only starting it.
         match std::fs::remove_file(spec.dir.join("seeded-from")) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io("remove seeded-from marker")(e)),
         }
-        self.seed_standby(spec, source, &|_| {}, gen).await
+        self.seed_standby_held(spec, source, &|_| {}, gen).await
     }
 
-    async fn follow(
+    async fn follow_held(
         &self,
         spec: &ServerSpec,
         source: &ReplicationSource,
@@ -1117,7 +1142,7 @@ impl InstanceAgent for LocalAgent {
     ) -> Result<(), EngineError> {
         fence::admit(&spec.dir, &spec.uid, gen)?;
         if self.is_running(spec).await? {
-            let st = self.stop_and_inspect(spec, gen).await?;
+            let st = self.stop_and_inspect_held(spec, gen).await?;
             if !st.clean {
                 return Err(EngineError::Config(format!(
                     "server {} did not stop cleanly; it must be rewound, not followed",
@@ -1126,10 +1151,10 @@ impl InstanceAgent for LocalAgent {
             }
         }
         self.configure_standby(spec, source)?;
-        self.ensure_running(spec, gen).await
+        self.ensure_running_held(spec, gen).await
     }
 
-    async fn rewind_and_follow(
+    async fn rewind_and_follow_held(
         &self,
         spec: &ServerSpec,
         source_server: &ServerSpec,
@@ -1138,7 +1163,7 @@ impl InstanceAgent for LocalAgent {
     ) -> Result<RewindReport, EngineError> {
         fence::admit(&spec.dir, &spec.uid, gen)?;
         self.reap_orphans(spec).await;
-        self.kill(spec, gen).await?;
+        self.kill_held(spec, gen).await?;
         let old_end = self.wal_end(spec).await;
         let pass = self.passfile(&spec.dir, SUPERUSER, &source_server.superuser_password)?;
         let mut cmd = self.tool("pg_rewind", &spec.dir);
@@ -1166,7 +1191,7 @@ impl InstanceAgent for LocalAgent {
             Err(e) => {
                 tracing::warn!(uid = %spec.uid, error = %e, "pg_rewind failed; re-seeding from a base backup");
                 let _ = std::fs::remove_file(spec.dir.join("seeded-from"));
-                self.seed_standby(spec, source, &|_| {}, gen).await?;
+                self.seed_standby_held(spec, source, &|_| {}, gen).await?;
                 report.reseeded = true;
                 return Ok(report);
             }
@@ -1179,11 +1204,11 @@ impl InstanceAgent for LocalAgent {
         }
         // pg_rewind copied the source's configuration files; the standby settings go on top.
         self.configure_standby(spec, source)?;
-        self.ensure_running(spec, gen).await?;
+        self.ensure_running_held(spec, gen).await?;
         Ok(report)
     }
 
-    async fn probe(&self, spec: &ServerSpec, write: bool) -> Result<HealthProbe, EngineError> {
+    async fn probe_ro(&self, spec: &ServerSpec, write: bool) -> Result<HealthProbe, EngineError> {
         let c = sql::connect(spec, "postgres").await?;
         // The position is read before the heartbeat is written, so a secondary that has
         // replayed everything up to now compares as fully in sync.
@@ -1229,7 +1254,7 @@ impl InstanceAgent for LocalAgent {
         })
     }
 
-    async fn replication_status(
+    async fn replication_status_ro(
         &self,
         spec: &ServerSpec,
     ) -> Result<ReplicationStatus, EngineError> {
@@ -1248,6 +1273,253 @@ impl InstanceAgent for LocalAgent {
             receiver_status: row.get(1),
             streaming_standbys: row.get(2),
         })
+    }
+}
+
+/// One lock per server: a fenced command admits its generation and acts while holding it,
+/// so a command of an older generation can never interleave with a newer one on the same
+/// server (check-then-act is atomic per server).
+type ServerLocks = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+impl LocalAgent {
+    /// Takes the server's lock and admits `gen` at its fence (refusing an older one).
+    async fn hold(
+        &self,
+        spec: &ServerSpec,
+        gen: Generation,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, EngineError> {
+        let lock = {
+            let mut locks = self
+                .locks
+                .lock()
+                .map_err(|_| EngineError::Config("server lock table poisoned".into()))?;
+            locks.entry(spec.uid.clone()).or_default().clone()
+        };
+        let guard = lock.lock_owned().await;
+        if spec.dir.exists() {
+            fence::admit(&spec.dir, &spec.uid, gen)?;
+        }
+        Ok(guard)
+    }
+}
+
+#[async_trait]
+impl InstanceAgent for LocalAgent {
+    async fn ensure_initialized(
+        &self,
+        spec: &ServerSpec,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        self.ensure_dir(spec)?;
+        let _held = self.hold(spec, gen).await?;
+        self.ensure_initialized_held(spec, gen).await
+    }
+
+    async fn ensure_running(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
+        {
+            let _held = self.hold(spec, gen).await?;
+            self.start_held(spec, gen).await?;
+        }
+        self.wait_ready(spec).await
+    }
+
+    async fn stop(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.stop_held(spec, gen).await
+    }
+
+    async fn destroy(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.destroy_held(spec, gen).await
+    }
+
+    async fn status(&self, spec: &ServerSpec) -> Result<ServerStatus, EngineError> {
+        self.status_ro(spec).await
+    }
+
+    async fn ensure_login(
+        &self,
+        spec: &ServerSpec,
+        login: &str,
+        scram_verifier: &str,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.ensure_login_held(spec, login, scram_verifier).await
+    }
+
+    async fn create_database(
+        &self,
+        spec: &ServerSpec,
+        name: &str,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.create_database_held(spec, name).await
+    }
+
+    async fn drop_database(
+        &self,
+        spec: &ServerSpec,
+        name: &str,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.drop_database_held(spec, name).await
+    }
+
+    async fn list_databases(&self, spec: &ServerSpec) -> Result<Vec<String>, EngineError> {
+        self.list_databases_ro(spec).await
+    }
+
+    async fn ensure_replication_role(
+        &self,
+        spec: &ServerSpec,
+        scram_verifier: &str,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.ensure_replication_role_held(spec, scram_verifier)
+            .await
+    }
+
+    async fn check_replication_source(
+        &self,
+        from: &ServerSpec,
+        source: &ReplicationSource,
+    ) -> Result<(), EngineError> {
+        self.check_replication_source_ro(from, source).await
+    }
+
+    async fn ensure_slot(
+        &self,
+        spec: &ServerSpec,
+        slot: &str,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.ensure_slot_held(spec, slot).await
+    }
+
+    async fn drop_slot(
+        &self,
+        spec: &ServerSpec,
+        slot: &str,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.drop_slot_held(spec, slot).await
+    }
+
+    async fn seed_standby(
+        &self,
+        spec: &ServerSpec,
+        source: &ReplicationSource,
+        progress: &ProgressFn,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.seed_standby_held(spec, source, progress, gen).await
+    }
+
+    async fn promote(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.promote_held(spec, gen).await
+    }
+
+    async fn probe(&self, spec: &ServerSpec, write: bool) -> Result<HealthProbe, EngineError> {
+        self.probe_ro(spec, write).await
+    }
+
+    async fn replication_status(
+        &self,
+        spec: &ServerSpec,
+    ) -> Result<ReplicationStatus, EngineError> {
+        self.replication_status_ro(spec).await
+    }
+
+    async fn install_geo_link(
+        &self,
+        spec: &ServerSpec,
+        database: &str,
+        partner: &str,
+        zone: &str,
+        application_name: &str,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.install_geo_link_held(spec, database, partner, zone, application_name)
+            .await
+    }
+
+    async fn clear_geo_link(
+        &self,
+        spec: &ServerSpec,
+        database: &str,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.clear_geo_link_held(spec, database).await
+    }
+
+    async fn set_sync_standby(
+        &self,
+        spec: &ServerSpec,
+        application_name: Option<&str>,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.set_sync_standby_held(spec, application_name).await
+    }
+
+    async fn stop_and_inspect(
+        &self,
+        spec: &ServerSpec,
+        gen: Generation,
+    ) -> Result<ShutdownState, EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.stop_and_inspect_held(spec, gen).await
+    }
+
+    async fn kill(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.kill_held(spec, gen).await
+    }
+
+    async fn replayed_past(&self, spec: &ServerSpec, lsn: &str) -> Result<bool, EngineError> {
+        self.replayed_past_ro(spec, lsn).await
+    }
+
+    async fn reseed_standby(
+        &self,
+        spec: &ServerSpec,
+        source: &ReplicationSource,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.reseed_standby_held(spec, source, gen).await
+    }
+
+    async fn follow(
+        &self,
+        spec: &ServerSpec,
+        source: &ReplicationSource,
+        gen: Generation,
+    ) -> Result<(), EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.follow_held(spec, source, gen).await
+    }
+
+    async fn rewind_and_follow(
+        &self,
+        spec: &ServerSpec,
+        source_server: &ServerSpec,
+        source: &ReplicationSource,
+        gen: Generation,
+    ) -> Result<RewindReport, EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        self.rewind_and_follow_held(spec, source_server, source, gen)
+            .await
     }
 }
 

@@ -23,6 +23,25 @@ pub async fn connect(spec: &ServerSpec, dbname: &str) -> Result<Client, EngineEr
     Ok(client)
 }
 
+/// Whether the server accepts connections: it completed a session, or answered with an
+/// authentication failure (it is up; the password is another matter, for the caller).
+/// "Starting up", "in recovery, not yet consistent" and refused connections are not ready.
+pub async fn accepts_connections(spec: &ServerSpec) -> Result<(), EngineError> {
+    match connect(spec, "postgres").await {
+        Ok(c) => c
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(|e| err(spec, e)),
+        Err(EngineError::Sql { message, .. })
+            if message.starts_with("28P01:") || message.starts_with("28000:") =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 pub fn err(spec: &ServerSpec, e: tokio_postgres::Error) -> EngineError {
     let message = match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),

@@ -59,7 +59,7 @@ async fn server_lifecycle_logins_databases_and_fencing() {
 
     // The administrator login works with its password and is a superuser.
     agent
-        .ensure_login(&spec, "FogAdmin", &scram_verifier("S0me-Str0ng-Pass!"))
+        .ensure_login(&spec, "FogAdmin", &scram_verifier("S0me-Str0ng-Pass!"), 1)
         .await
         .expect("login");
     let admin = connect(&spec, "FogAdmin", "S0me-Str0ng-Pass!", "postgres").await;
@@ -74,7 +74,12 @@ async fn server_lifecycle_logins_databases_and_fencing() {
     assert!(su);
     // Changing the password: the old one stops working.
     agent
-        .ensure_login(&spec, "FogAdmin", &scram_verifier("An0ther-Str0ng-Pass!"))
+        .ensure_login(
+            &spec,
+            "FogAdmin",
+            &scram_verifier("An0ther-Str0ng-Pass!"),
+            1,
+        )
         .await
         .expect("alter login");
     assert!(try_connect(&spec, "FogAdmin", "S0me-Str0ng-Pass!")
@@ -83,20 +88,23 @@ async fn server_lifecycle_logins_databases_and_fencing() {
 
     // Databases, including names that need quoting.
     agent
-        .create_database(&spec, "app db-1")
+        .create_database(&spec, "app db-1", 1)
         .await
         .expect("create");
     agent
-        .create_database(&spec, "app db-1")
+        .create_database(&spec, "app db-1", 1)
         .await
         .expect("create is idempotent");
     assert_eq!(
         agent.list_databases(&spec).await.expect("list"),
         vec!["app db-1".to_string()]
     );
-    agent.drop_database(&spec, "app db-1").await.expect("drop");
     agent
-        .drop_database(&spec, "app db-1")
+        .drop_database(&spec, "app db-1", 1)
+        .await
+        .expect("drop");
+    agent
+        .drop_database(&spec, "app db-1", 1)
         .await
         .expect("drop is idempotent");
     assert!(agent.list_databases(&spec).await.expect("list").is_empty());
@@ -112,6 +120,52 @@ async fn server_lifecycle_logins_databases_and_fencing() {
     assert!(
         agent.status(&spec).await.expect("status").running,
         "stale stop did nothing"
+    );
+    // Every state-changing command is fenced, not only the role changes.
+    let stale = |r: Result<(), EngineError>, what: &str| match r {
+        Err(EngineError::StaleGeneration { got: 1, .. }) => {}
+        other => panic!("{what} under generation 1: expected stale generation, got {other:?}"),
+    };
+    stale(
+        agent.create_database(&spec, "late", 1).await,
+        "create_database",
+    );
+    stale(
+        agent.drop_database(&spec, "app db-1", 1).await,
+        "drop_database",
+    );
+    stale(
+        agent
+            .ensure_login(&spec, "FogAdmin", &scram_verifier("x-Str0ng-Pass!"), 1)
+            .await,
+        "ensure_login",
+    );
+    stale(
+        agent.ensure_slot(&spec, "fogd_late", 1).await,
+        "ensure_slot",
+    );
+    stale(agent.drop_slot(&spec, "fogd_late", 1).await, "drop_slot");
+    stale(
+        agent.set_sync_standby(&spec, Some("x"), 1).await,
+        "set_sync_standby",
+    );
+    stale(
+        agent
+            .install_geo_link(&spec, "postgres", "p", "z", "x", 1)
+            .await,
+        "install_geo_link",
+    );
+    stale(
+        agent.clear_geo_link(&spec, "postgres", 1).await,
+        "clear_geo_link",
+    );
+    assert!(
+        !agent
+            .list_databases(&spec)
+            .await
+            .expect("list")
+            .contains(&"late".to_string()),
+        "a stale create_database created nothing"
     );
 
     agent.destroy(&spec, 2).await.expect("destroy");
@@ -172,10 +226,10 @@ async fn seed_stream_observe_and_promote() {
         agent.ensure_running(x, 1).await.expect("start");
     }
     agent
-        .ensure_replication_role(&p, &scram_verifier("repl-Passw0rd"))
+        .ensure_replication_role(&p, &scram_verifier("repl-Passw0rd"), 1)
         .await
         .expect("role");
-    agent.create_database(&p, "app").await.expect("db");
+    agent.create_database(&p, "app", 1).await.expect("db");
     let c = connect(&p, "fogd_superuser", &p.superuser_password, "app").await;
     c.batch_execute("CREATE TABLE t(x int); INSERT INTO t SELECT generate_series(1, 1000)")
         .await
@@ -200,9 +254,9 @@ async fn seed_stream_observe_and_promote() {
         .check_replication_source(&s, &source)
         .await
         .expect("reachable");
-    agent.ensure_slot(&p, &source.slot).await.expect("slot");
+    agent.ensure_slot(&p, &source.slot, 1).await.expect("slot");
     agent
-        .ensure_slot(&p, &source.slot)
+        .ensure_slot(&p, &source.slot, 1)
         .await
         .expect("slot is idempotent");
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -313,9 +367,9 @@ async fn seed_stream_observe_and_promote() {
             .expect("status")
             .in_recovery
     );
-    agent.drop_slot(&p, "fogd_s").await.expect("drop slot");
+    agent.drop_slot(&p, "fogd_s", 1).await.expect("drop slot");
     agent
-        .drop_slot(&p, "fogd_s")
+        .drop_slot(&p, "fogd_s", 1)
         .await
         .expect("drop is idempotent");
     for x in [&p, &s] {
@@ -363,10 +417,10 @@ async fn clean_switchover_then_forced_failover_with_rewind() {
         application_name: format!("fogd_{follower}"),
     };
     agent
-        .ensure_replication_role(&x, &scram_verifier("repl-Passw0rd"))
+        .ensure_replication_role(&x, &scram_verifier("repl-Passw0rd"), 1)
         .await
         .expect("role");
-    agent.ensure_slot(&x, "fogd_y").await.expect("slot");
+    agent.ensure_slot(&x, "fogd_y", 1).await.expect("slot");
     agent
         .seed_standby(&y, &source(&x, "y"), &|_| {}, 1)
         .await
@@ -398,7 +452,7 @@ async fn clean_switchover_then_forced_failover_with_rewind() {
     }
     assert!(past, "standby replayed past the shutdown checkpoint");
     agent.promote(&y, 2).await.expect("promote y");
-    agent.ensure_slot(&y, "fogd_x").await.expect("slot on y");
+    agent.ensure_slot(&y, "fogd_x", 1).await.expect("slot on y");
     agent
         .follow(&x, &source(&y, "x"), 2)
         .await
@@ -435,7 +489,7 @@ async fn clean_switchover_then_forced_failover_with_rewind() {
         .await
         .expect("write lost rows");
     agent.promote(&x, 3).await.expect("promote x");
-    agent.ensure_slot(&x, "fogd_y").await.expect("slot on x");
+    agent.ensure_slot(&x, "fogd_y", 1).await.expect("slot on x");
     let report = agent
         .rewind_and_follow(&y, &x, &source(&x, "y"), 3)
         .await

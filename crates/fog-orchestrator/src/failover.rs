@@ -464,7 +464,7 @@ async fn reattach(
     let new_spec = o.server_spec(new).await?;
     let source = o.replication_source(new, &old.uid, &g.slot).await?;
     agent
-        .ensure_slot(&new_spec, &g.slot)
+        .ensure_slot(&new_spec, &g.slot, new.generation)
         .await
         .map_err(engine(step))?;
     let (outcome, loss) = if clean {
@@ -494,7 +494,11 @@ async fn reattach(
     };
     // The old slot (for the former secondary) is useless on the new standby.
     let _ = agent
-        .drop_slot(&old_spec, &format!("fogd_{}", new.uid))
+        .drop_slot(
+            &old_spec,
+            &format!("fogd_{}", new.uid),
+            old.generation.max(gen),
+        )
         .await;
     Ok((outcome, loss))
 }
@@ -513,7 +517,7 @@ async fn reseed_secondary(
         .replication_source(primary, &secondary.uid, &g.slot)
         .await?;
     o.agent
-        .ensure_slot(&primary_spec, &g.slot)
+        .ensure_slot(&primary_spec, &g.slot, primary.generation)
         .await
         .map_err(engine("rejoin"))?;
     let outcome = match o.agent.reseed_standby(&spec, &source, g.generation).await {

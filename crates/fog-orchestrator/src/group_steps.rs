@@ -112,12 +112,19 @@ impl Orchestrator {
             .map_err(engine(step))?
         {
             self.agent
-                .install_geo_link(&spec, &db, &secondary.id.name, &secondary.dns_zone, &app)
+                .install_geo_link(
+                    &spec,
+                    &db,
+                    &secondary.id.name,
+                    &secondary.dns_zone,
+                    &app,
+                    primary.generation,
+                )
                 .await
                 .map_err(engine(step))?;
         }
         self.agent
-            .set_sync_standby(&spec, Some(&app))
+            .set_sync_standby(&spec, Some(&app), primary.generation)
             .await
             .map_err(engine(step))
     }
@@ -133,12 +140,12 @@ impl Orchestrator {
             .map_err(engine(step))?
         {
             self.agent
-                .clear_geo_link(&spec, &db)
+                .clear_geo_link(&spec, &db, inst.generation)
                 .await
                 .map_err(engine(step))?;
         }
         self.agent
-            .set_sync_standby(&spec, None)
+            .set_sync_standby(&spec, None, inst.generation)
             .await
             .map_err(engine(step))
     }
@@ -213,6 +220,28 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
     let m = o.members(name).await?;
     let agent = o.agent.as_ref();
     let group = &m.group.value;
+    // Creating a group needs its primary up, and the promotion of a delete its secondary:
+    // after a restart of fogd the supervisor may still be starting them.
+    // (The secondary of a group being created is left alone by the supervisor — seeding
+    // replaces it — so its alignment starts it here.)
+    let needs_running: Vec<&InstanceRecord> = match (&op.action, step) {
+        (Action::CreateFailoverGroup { .. }, "create_group.align") => {
+            vec![&m.primary.value, &m.secondary.value]
+        }
+        (Action::CreateFailoverGroup { .. }, s) if s != "create_group.finish" => {
+            vec![&m.primary.value]
+        }
+        (Action::DeleteFailoverGroup { .. }, "delete_group.promote") => vec![&m.secondary.value],
+        _ => vec![],
+    };
+    for inst in needs_running {
+        tracing::debug!(step, instance = %inst.id, "making sure the server runs");
+        let spec = o.server_spec(inst).await?;
+        agent
+            .ensure_running(&spec, inst.generation)
+            .await
+            .map_err(engine(step))?;
+    }
     match (&op.action, step) {
         (Action::CreateFailoverGroup { .. }, "create_group.align") => {
             let spec = o.server_spec(&m.secondary.value).await?;
@@ -236,12 +265,12 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
                 (&spec, &old)
             };
             if agent
-                .ensure_login(first, SUPERUSER, &verifier)
+                .ensure_login(first, SUPERUSER, &verifier, m.secondary.value.generation)
                 .await
                 .is_err()
             {
                 agent
-                    .ensure_login(second, SUPERUSER, &verifier)
+                    .ensure_login(second, SUPERUSER, &verifier, m.secondary.value.generation)
                     .await
                     .map_err(engine(step))?;
             }
@@ -249,7 +278,7 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
         (Action::CreateFailoverGroup { .. }, "create_group.slot") => {
             let spec = o.server_spec(&m.primary.value).await?;
             agent
-                .ensure_slot(&spec, &group.slot)
+                .ensure_slot(&spec, &group.slot, m.primary.value.generation)
                 .await
                 .map_err(engine(step))?;
         }
@@ -341,7 +370,10 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
             let spec = o.server_spec(&m.primary.value).await?;
             // A primary that is down keeps its slot; that is harmless once no standby uses
             // it, and is logged rather than blocking the delete.
-            if let Err(e) = agent.drop_slot(&spec, &group.slot).await {
+            if let Err(e) = agent
+                .drop_slot(&spec, &group.slot, m.primary.value.generation)
+                .await
+            {
                 tracing::warn!(group = name, error = %e, "could not drop the replication slot");
             }
         }
@@ -417,7 +449,9 @@ pub(crate) async fn compensate(o: &Orchestrator, op: &OperationRecord) -> Vec<Wr
                 (m.secondary.clone(), name),
             ]));
             if let Ok(spec) = o.server_spec(&m.primary.value).await {
-                let _ = agent.drop_slot(&spec, &m.group.value.slot).await;
+                let _ = agent
+                    .drop_slot(&spec, &m.group.value.slot, m.primary.value.generation)
+                    .await;
             }
             if let (Ok(spec), Ok(Some(mut secret))) = (
                 o.server_spec(&m.secondary.value).await,

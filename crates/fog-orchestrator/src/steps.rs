@@ -112,6 +112,7 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
                     &spec,
                     &inst.value.administrator_login,
                     admin_password_verifier,
+                    gen,
                 )
                 .await
                 .map_err(engine(step))?;
@@ -121,7 +122,7 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
                 .ok_or_else(|| ArmError::internal("the instance's credentials are missing"))?;
             let verifier = fog_engine::scram_verifier(&secret.replication_password);
             agent
-                .ensure_replication_role(&spec, &verifier)
+                .ensure_replication_role(&spec, &verifier, gen)
                 .await
                 .map_err(engine(step))?;
         }
@@ -148,7 +149,7 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
                     .await
                     .map_err(engine(step))?;
                 agent
-                    .ensure_login(&spec, &inst.value.administrator_login, v)
+                    .ensure_login(&spec, &inst.value.administrator_login, v, gen)
                     .await
                     .map_err(engine(step))?;
             }
@@ -196,7 +197,7 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
                 .await
                 .map_err(engine(step))?;
             agent
-                .create_database(&spec, database)
+                .create_database(&spec, database, gen)
                 .await
                 .map_err(engine(step))?;
             // A new database on a group's primary gets its geo link at once.
@@ -215,6 +216,7 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
                                 &secondary.value.id.name,
                                 &secondary.value.dns_zone,
                                 &app,
+                                gen,
                             )
                             .await
                             .map_err(engine(step))?;
@@ -242,7 +244,7 @@ pub(crate) async fn execute(o: &Orchestrator, op: &OperationRecord) -> Result<Ou
                 .await
                 .map_err(engine(step))?;
             agent
-                .drop_database(&spec, database)
+                .drop_database(&spec, database, gen)
                 .await
                 .map_err(engine(step))?
         }
@@ -323,7 +325,10 @@ pub(crate) async fn compensate(o: &Orchestrator, op: &OperationRecord) -> Vec<Wr
             if matches!(op.action, Action::CreateDatabase { .. }) {
                 if let Ok(Some(inst)) = catalog::instance(store, instance).await {
                     if let Ok(spec) = o.server_spec(&inst.value).await {
-                        let _ = o.agent.drop_database(&spec, database).await;
+                        let _ = o
+                            .agent
+                            .drop_database(&spec, database, inst.value.generation)
+                            .await;
                     }
                 }
                 vec![Write::delete(key, Precondition::Revision(db.revision))]

@@ -169,6 +169,20 @@ impl Orchestrator {
         // The secondary must be empty: no database records, and nothing created behind
         // fogd's back either (seeding would silently replace it).
         let s_spec = self.server_spec(s).await?;
+        // Both servers should run; right after fogd starts the supervisor may still be
+        // starting them, so give them a bounded moment (a server that cannot start fails
+        // the checks below with their own errors).
+        for inst in [p, s] {
+            let spec = self.server_spec(inst).await?;
+            let started = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                self.agent.ensure_running(&spec, inst.generation),
+            )
+            .await;
+            if !matches!(started, Ok(Ok(()))) {
+                tracing::warn!(instance = %inst.id, "server not running while a group is created");
+            }
+        }
         let on_server = self.agent.list_databases(&s_spec).await.map_err(|e| {
             tracing::warn!(error = %e, "listing the partner's databases failed");
             ArmError::conflicting_server_operation()

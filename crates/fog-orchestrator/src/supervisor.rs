@@ -7,12 +7,14 @@
 //! pass never waits for one.
 //!
 //! fogd leaves a server alone while something else decides about it ([`Orchestrator::hands_off`]):
-//! an operation on the instance or on its group is running, a failover is moving away from
-//! it, or it is a former primary awaiting its rewind (it must never come back as it was).
+//! an operation on the instance is running, it is a secondary being seeded, a failover is
+//! moving away from it, or it is a former primary awaiting its rewind (it must never come
+//! back as it was).
 //! A restart carries the generation read from the store, so a role change that fenced the
 //! server in the meantime refuses it.
 
 use crate::{catalog, Orchestrator};
+use fog_model::failover_group::ReplicationState;
 use fog_model::health::{EventKind, GroupEvent};
 use fog_model::ProvisioningState;
 use fog_store::StoreError;
@@ -35,15 +37,19 @@ pub(crate) struct RestartState {
 }
 
 impl Orchestrator {
-    /// Instance keys fogd must not start by itself now: members of a group with a running
-    /// operation, a primary being failed away from, a former primary awaiting its rewind,
-    /// and instances with an operation of their own.
+    /// Instance keys fogd must not start by itself now: a secondary being seeded, a
+    /// primary being failed away from (from the fence on) or, once the roles switched, the
+    /// former primary until it is re-attached, and instances with an operation of their
+    /// own. (A group operation's other members run as usual: its steps need them.)
     pub(crate) async fn hands_off(&self) -> Result<HashSet<String>, StoreError> {
         let mut keys = HashSet::new();
         for g in catalog::groups(self.store.as_ref()).await? {
             let g = g.value;
-            if g.active_operation.is_some() {
-                keys.insert(g.primary.instance.key());
+            // A secondary being seeded is stopped while its copy runs.
+            if matches!(
+                g.replication_state,
+                ReplicationState::Pending | ReplicationState::Seeding
+            ) {
                 keys.insert(g.secondary.instance.key());
             }
             match &g.switch {

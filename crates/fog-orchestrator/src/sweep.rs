@@ -87,7 +87,11 @@ impl Orchestrator {
                 // Never created as far as anyone was told: remove what may exist of it.
                 if let Ok(Some(inst)) = catalog::instance(store, &rec.instance).await {
                     if let Ok(spec) = self.server_spec(&inst.value).await {
-                        if let Err(e) = self.agent.drop_database(&spec, &rec.name).await {
+                        if let Err(e) = self
+                            .agent
+                            .drop_database(&spec, &rec.name, inst.value.generation)
+                            .await
+                        {
                             tracing::warn!(database = %rec.name, error = %e, "dropping a database whose creation failed");
                         }
                     }

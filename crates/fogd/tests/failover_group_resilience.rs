@@ -239,10 +239,8 @@ async fn group_create_survives_a_crash_at_every_step() {
     // Restart without the pause: the seeding finishes.
     f.terminate();
     f.launch(&[]).await;
-    assert_eq!(
-        f.poll(&status_url, Duration::from_secs(90)).await["status"],
-        "Succeeded"
-    );
+    let done = f.poll(&status_url, Duration::from_secs(90)).await;
+    assert_eq!(done["status"], "Succeeded", "{done}\n{}", f.log());
 
     // An instance busy with its own operation cannot join a group.
     let (a, b) = pair(&f, "-inst").await;

@@ -669,3 +669,41 @@ async fn forced_failover_from_a_frozen_primary_is_prompt() {
     })
     .await;
 }
+
+/// SIGSTOP or SIGCONT to the postmaster of `view`'s server.
+fn signal_postmaster(f: &Fogd, view: &Value, sig: nix::sys::signal::Signal) {
+    let pid: i32 = std::fs::read_to_string(f.pgdata_of(view).join("postmaster.pid"))
+        .expect("pid")
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("signal");
+}
+
+/// Defect 7: both members' probes timing out in the same rounds (what an overloaded fogd
+/// sees) start no automatic-failover countdown; fogd says the rounds were inconclusive.
+#[tokio::test]
+async fn both_members_timing_out_together_start_no_countdown() {
+    let g = Group::new(
+        "fog-slow",
+        json!({"failoverPolicy": "Automatic", "failoverWithDataLossGracePeriodMinutes": 1}),
+    )
+    .await;
+    use nix::sys::signal::Signal;
+    signal_postmaster(&g.f, &g.a, Signal::SIGSTOP);
+    signal_postmaster(&g.f, &g.b, Signal::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    signal_postmaster(&g.f, &g.a, Signal::SIGCONT);
+    signal_postmaster(&g.f, &g.b, Signal::SIGCONT);
+    let events = g.events().await;
+    assert!(
+        !events
+            .iter()
+            .any(|(k, _)| k.starts_with("AutomaticFailover")),
+        "{events:?}"
+    );
+    assert!(g.f.log().contains("inconclusive"), "{}", g.f.log());
+    let v = g.get().await;
+    assert_eq!(v["properties"]["replicationRole"], "Primary", "{v:#}");
+}
