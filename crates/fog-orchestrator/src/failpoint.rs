@@ -5,6 +5,8 @@
 //! SIGKILL: no cleanup runs) or `pause` (the step never continues). Names are
 //! `{operation step name}` reached after the step before it was persisted, for example
 //! `create_instance.start`. Without the feature, [`hit`] compiles to nothing.
+//!
+//! In-process tests use a [`StepHook`] instead (see [`crate::Orchestrator::with_step_hook`]).
 
 /// Called at each step boundary with the step about to run.
 #[allow(unused_variables)]
@@ -27,5 +29,32 @@ pub async fn hit(name: &str) {
                 _ => {}
             }
         }
+    }
+}
+
+/// What a [`StepHook`] tells the runner to do at a step boundary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookAction {
+    /// Go on as usual.
+    Continue,
+    /// Stop this runner here without writing anything, as if the process died: the
+    /// operation stays where the store says it is, for another orchestrator to resume.
+    Crash,
+}
+
+/// An in-process seam for engine tests (a simulated agent and an in-memory store): called
+/// by the runner before each step runs and after it ran but before its result is
+/// persisted. "Crash after" re-runs the step on resume, which is how tests prove each step
+/// idempotent. Production orchestrators have none.
+pub trait StepHook: Send + Sync + 'static {
+    /// Before the step `op.step` runs.
+    fn before(&self, op: &fog_model::OperationRecord) -> HookAction {
+        let _ = op;
+        HookAction::Continue
+    }
+    /// After the step `op.step` ran (successfully), before anything is persisted.
+    fn after(&self, op: &fog_model::OperationRecord) -> HookAction {
+        let _ = op;
+        HookAction::Continue
     }
 }

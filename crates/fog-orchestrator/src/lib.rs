@@ -114,6 +114,8 @@ pub struct Orchestrator {
     pub(crate) restarts: Arc<std::sync::Mutex<supervisor::Restarts>>,
     /// Operations a runner task of this process drives now ([`sweep`]).
     pub(crate) runners: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Step boundaries seam for in-process engine tests ([`failpoint::StepHook`]).
+    pub(crate) hook: Option<Arc<dyn failpoint::StepHook>>,
 }
 
 pub(crate) fn store_err(e: StoreError) -> ArmError {
@@ -140,7 +142,15 @@ impl Orchestrator {
             repairs: Arc::default(),
             restarts: Arc::default(),
             runners: Arc::default(),
+            hook: None,
         }
+    }
+
+    /// The same orchestrator with a step hook (engine tests: crash a runner at a step
+    /// boundary; see [`failpoint::StepHook`]).
+    pub fn with_step_hook(mut self, hook: Arc<dyn failpoint::StepHook>) -> Self {
+        self.hook = Some(hook);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

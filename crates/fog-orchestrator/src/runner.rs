@@ -32,6 +32,23 @@ impl Orchestrator {
         });
     }
 
+    /// Asks the step hook (tests only) whether this runner "dies" here.
+    fn hook_says_crash(&self, op: &OperationRecord, before: bool) -> bool {
+        let Some(hook) = &self.hook else {
+            return false;
+        };
+        let action = if before {
+            hook.before(op)
+        } else {
+            hook.after(op)
+        };
+        if action == failpoint::HookAction::Crash {
+            tracing::warn!(operation = %op.id, step = %op.step, before, "step hook: runner stops here");
+            return true;
+        }
+        false
+    }
+
     /// Whether a runner of this process drives `op_id` now.
     pub(crate) fn is_driven(&self, op_id: &str) -> bool {
         self.runners.lock().is_ok_and(|r| r.contains(op_id))
@@ -54,7 +71,14 @@ impl Orchestrator {
                 first = false;
             }
             failpoint::hit(&op.step).await;
-            match self.execute_with_retries(&op).await {
+            if self.hook_says_crash(&op, true) {
+                return Ok(());
+            }
+            let result = self.execute_with_retries(&op).await;
+            if result.is_ok() && self.hook_says_crash(&op, false) {
+                return Ok(());
+            }
+            match result {
                 Ok(Outcome::Continue) => {
                     let Some(next) = steps::next_step(&op.action, &op.step) else {
                         return Ok(());
