@@ -452,7 +452,7 @@ async fn clean_switchover_then_forced_failover_with_rewind() {
     }
     assert!(past, "standby replayed past the shutdown checkpoint");
     agent.promote(&y, 2).await.expect("promote y");
-    agent.ensure_slot(&y, "fogd_x", 1).await.expect("slot on y");
+    agent.ensure_slot(&y, "fogd_x", 2).await.expect("slot on y");
     agent
         .follow(&x, &source(&y, "x"), 2)
         .await
@@ -489,7 +489,7 @@ async fn clean_switchover_then_forced_failover_with_rewind() {
         .await
         .expect("write lost rows");
     agent.promote(&x, 3).await.expect("promote x");
-    agent.ensure_slot(&x, "fogd_y", 1).await.expect("slot on x");
+    agent.ensure_slot(&x, "fogd_y", 3).await.expect("slot on x");
     let report = agent
         .rewind_and_follow(&y, &x, &source(&x, "y"), 3)
         .await

@@ -10,6 +10,7 @@ mod config;
 mod datadir;
 mod http;
 mod routing;
+mod telemetry;
 mod tls;
 
 use anyhow::{Context, Result};
@@ -211,6 +212,7 @@ async fn serve(settings: Settings) -> Result<()> {
             upkeep.run_upkeep();
         }
     });
+    telemetry::describe();
     let metrics = fog_api::MetricsRender(Arc::new(move || prometheus.render()));
 
     let sqlite = SqliteStore::open(&dir.join("store.sqlite")).context("open the store")?;

@@ -225,8 +225,8 @@ async fn long_running_operation_protocol() {
     assert_eq!(short.body["status"], "Succeeded");
 
     // A failed operation: the status says Failed with an error; the result URL returns it.
-    // (Two instances cannot share a port: force a failure by occupying the next port? Use a
-    // database create on an instance whose server was stopped behind fogd's back.)
+    // (A database create on an instance whose server is stopped behind fogd's back and
+    // whose data is gone — so fogd, which restarts stopped servers, cannot start it.)
     let view = f.send(Method::GET, &path, None).await.body;
     let pgdata = f.data.join("instances");
     let uid_dir = std::fs::read_dir(&pgdata)
@@ -254,6 +254,9 @@ async fn long_running_operation_protocol() {
         "{}",
         String::from_utf8_lossy(&stop.stderr)
     );
+    let lost = uid_dir.with_extension("lost");
+    std::fs::rename(&uid_dir, &lost).expect("take the data away");
+    std::fs::write(&uid_dir, "gone").expect("placeholder");
     assert!(pg_connect(&view, "fogadmin", PASSWORD, "postgres")
         .await
         .is_err());
@@ -280,4 +283,34 @@ async fn long_running_operation_protocol() {
         )
         .await;
     assert_eq!(db.status, StatusCode::NOT_FOUND);
+}
+
+/// `/metrics` shows fogd's families from the first scrape of a fresh fogd, with help text
+/// and the build it runs.
+#[tokio::test]
+async fn metrics_families_are_there_from_the_first_scrape() {
+    let f = Fogd::start().await;
+    let m = f
+        .client
+        .get(format!("{}/metrics", f.url))
+        .bearer_auth(&f.token)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for needle in [
+        "# TYPE fogd_build_info gauge",
+        &format!(
+            "fogd_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "# HELP fogd_server_restarts_total",
+        "fogd_server_restarts_total{result=\"ok\"} 0",
+        "fogd_api_connections_closed_total{reason=\"idle\"} 0",
+        "# TYPE fogd_api_connections gauge",
+    ] {
+        assert!(m.contains(needle), "metrics lack {needle}:\n{m}");
+    }
 }
