@@ -229,8 +229,13 @@ async fn unreachable_primary_is_an_incorrect_networking_configuration() {
         mi("westus", json!({"dnsZonePartner": a["id"]})),
     )
     .await;
-    // Stop the primary's server behind fogd's back: replication cannot reach it.
+    // The primary's server stops behind fogd's back and its data is gone (so fogd cannot
+    // start it again): replication cannot reach it.
+    let pgdata = f.pgdata_of(&a);
+    let host = pgdata.parent().expect("instance dir").to_path_buf();
     f.pg_ctl(&a, "stop", "fast");
+    std::fs::rename(&host, host.with_extension("lost")).expect("take the host away");
+    std::fs::write(&host, "unreachable").expect("placeholder");
     let path = format!(
         "{}/locations/eastus/instanceFailoverGroups/fg?{API}",
         f.rg_path("rg")
