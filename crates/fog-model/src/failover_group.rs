@@ -59,16 +59,61 @@ pub struct PairBody {
     pub partner_managed_instance_id: Option<String>,
 }
 
-/// Group-wide policies (identical in both views).
+/// `readWriteEndpoint.failoverPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadWritePolicy {
+    Manual,
+    Automatic,
+}
+
+/// `readOnlyEndpoint.failoverPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadOnlyPolicy {
+    Disabled,
+    Enabled,
+}
+
+/// `secondaryType`: a readable geo-secondary, or a DR-only standby.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SecondaryType {
+    Geo,
+    Standby,
+}
+
+macro_rules! wire_names {
+    ($($t:ident { $($v:ident),+ })+) => {$(
+        impl $t {
+            /// The value as the API spells it.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => stringify!($v)),+ }
+            }
+            /// Parses the API's spelling (any case, as ARM does).
+            pub fn parse(s: &str) -> Option<Self> {
+                $(if s.eq_ignore_ascii_case(stringify!($v)) { return Some(Self::$v); })+
+                None
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )+};
+}
+wire_names! {
+    ReadWritePolicy { Manual, Automatic }
+    ReadOnlyPolicy { Disabled, Enabled }
+    SecondaryType { Geo, Standby }
+}
+
+/// Group-wide policies (identical in both views). Persisted with the API's spellings, so
+/// records written when these were strings read the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policies {
-    /// `Manual` or `Automatic`.
-    pub read_write: String,
+    pub read_write: ReadWritePolicy,
     pub grace_period_minutes: Option<i64>,
-    /// `Disabled` or `Enabled`.
-    pub read_only: String,
-    /// `Geo` or `Standby`.
-    pub secondary_type: String,
+    pub read_only: ReadOnlyPolicy,
+    pub secondary_type: SecondaryType,
 }
 
 /// A validated request body.
@@ -119,17 +164,18 @@ impl GroupBody {
             })?;
         let grace = rw.failover_with_data_loss_grace_period_minutes;
         let grace_target = "properties.readWriteEndpoint.failoverWithDataLossGracePeriodMinutes";
+        let policy = ReadWritePolicy::parse(policy).ok_or_else(ArmError::ifog_invalid_policy)?;
         match (policy, grace) {
             (_, Some(g)) if g < 0 => {
                 return Err(ArmError::ifog_negative_grace().with_target(grace_target))
             }
-            ("Manual", Some(_)) => {
+            (ReadWritePolicy::Manual, Some(_)) => {
                 return Err(ArmError::ifog_grace_with_manual().with_target(grace_target))
             }
-            ("Automatic", None) => {
+            (ReadWritePolicy::Automatic, None) => {
                 return Err(ArmError::ifog_grace_required().with_target(grace_target))
             }
-            ("Automatic", Some(g)) if g < min_grace_minutes => {
+            (ReadWritePolicy::Automatic, Some(g)) if g < min_grace_minutes => {
                 return Err(
                     ArmError::ifog_grace_below_minimum(min_grace_minutes).with_target(grace_target)
                 )
@@ -180,10 +226,12 @@ impl GroupBody {
             })?;
         Ok(GroupSpec {
             policies: Policies {
-                read_write: policy.to_string(),
+                read_write: policy,
                 grace_period_minutes: grace,
-                read_only: read_only.to_string(),
-                secondary_type: secondary_type.to_string(),
+                read_only: ReadOnlyPolicy::parse(read_only)
+                    .ok_or_else(|| ArmError::internal("read-only policy"))?,
+                secondary_type: SecondaryType::parse(secondary_type)
+                    .ok_or_else(|| ArmError::internal("secondary type"))?,
             },
             primary,
             partner,
@@ -400,14 +448,14 @@ impl FailoverGroupRecord {
             Side::Primary => (&self.primary, &self.secondary, "Primary", "Secondary"),
             Side::Secondary => (&self.secondary, &self.primary, "Secondary", "Primary"),
         };
-        let mut rw = serde_json::json!({ "failoverPolicy": self.policies.read_write });
+        let mut rw = serde_json::json!({ "failoverPolicy": self.policies.read_write.as_str() });
         if let Some(g) = self.policies.grace_period_minutes {
             rw["failoverWithDataLossGracePeriodMinutes"] = g.into();
         }
         let (rw_name, ro_name) = self.listener_names(&listeners.dns_suffix);
         let mut props = serde_json::json!({
             "readWriteEndpoint": rw,
-            "readOnlyEndpoint": { "failoverPolicy": self.policies.read_only },
+            "readOnlyEndpoint": { "failoverPolicy": self.policies.read_only.as_str() },
             "replicationRole": my_role,
             "replicationState": state.as_str(),
             "partnerRegions": [{ "location": other.location_label, "replicationRole": other_role }],
@@ -415,7 +463,7 @@ impl FailoverGroupRecord {
                 "primaryManagedInstanceId": self.primary.instance.to_string(),
                 "partnerManagedInstanceId": self.secondary.instance.to_string(),
             }],
-            "secondaryType": self.policies.secondary_type,
+            "secondaryType": self.policies.secondary_type.as_str(),
             "listeners": {
                 "readWrite": { "hostName": rw_name, "host": listeners.host, "port": self.listeners.read_write },
                 "readOnly": { "hostName": ro_name, "host": listeners.host, "port": self.listeners.read_only },
@@ -468,25 +516,19 @@ mod tests {
     #[test]
     fn valid_body_gets_defaults() {
         let s = check(&body(RW, "", REG, &pair(P, S))).unwrap();
-        assert_eq!(s.policies.read_only, "Disabled");
-        assert_eq!(s.policies.secondary_type, "Geo");
+        assert_eq!(s.policies.read_only, ReadOnlyPolicy::Disabled);
+        assert_eq!(s.policies.secondary_type, SecondaryType::Geo);
         assert_eq!(s.partner_region, "West US");
         assert_eq!(s.partner.name, "b");
         let s = check(&body(r#""readWriteEndpoint":{"failoverPolicy":"automatic","failoverWithDataLossGracePeriodMinutes":60},"#,
             r#""readOnlyEndpoint":{"failoverPolicy":"enabled"},"secondaryType":"standby","#, REG, &pair(P, S))).unwrap();
         assert_eq!(
-            (
-                s.policies.read_write.as_str(),
-                s.policies.grace_period_minutes
-            ),
-            ("Automatic", Some(60))
+            (s.policies.read_write, s.policies.grace_period_minutes),
+            (ReadWritePolicy::Automatic, Some(60))
         );
         assert_eq!(
-            (
-                s.policies.read_only.as_str(),
-                s.policies.secondary_type.as_str()
-            ),
-            ("Enabled", "Standby")
+            (s.policies.read_only, s.policies.secondary_type),
+            (ReadOnlyPolicy::Enabled, SecondaryType::Standby)
         );
     }
 
@@ -571,10 +613,10 @@ mod tests {
             primary: m(P, "japaneast", "Japan East"),
             secondary: m(S, "japanwest", "Japan West"),
             policies: Policies {
-                read_write: "Manual".into(),
+                read_write: ReadWritePolicy::Manual,
                 grace_period_minutes: None,
-                read_only: "Disabled".into(),
-                secondary_type: "Geo".into(),
+                read_only: ReadOnlyPolicy::Disabled,
+                secondary_type: SecondaryType::Geo,
             },
             replication_state: ReplicationState::CatchUp,
             generation: 1,

@@ -9,7 +9,7 @@
 //! [`plan`] is the pure decision; [`run`] applies it whenever the store changes.
 
 use fog_listener::{Listener, ListenerConfig, Route, Target};
-use fog_model::failover_group::{ObservedGroup, ReplicationState};
+use fog_model::failover_group::{ObservedGroup, ReadOnlyPolicy, ReplicationState, SecondaryType};
 use fog_model::FailoverGroupRecord;
 use fog_orchestrator::catalog;
 use fog_store::Store;
@@ -42,14 +42,14 @@ pub fn plan(
     let secondary_up = seeded
         && !g.secondary_needs_rejoin
         && observed.is_none_or(|o| o.generation != g.generation || o.secondary_available);
-    let read_only = if g.policies.secondary_type == "Standby" {
+    let read_only = if g.policies.secondary_type == SecondaryType::Standby {
         Target::Refuse(format!(
             "fogd: failover group '{}' has a DR-only standby secondary (secondaryType Standby); its read-only endpoint accepts no connections",
             g.name
         ))
     } else if secondary_up {
         Target::Forward(secondary)
-    } else if g.policies.read_only == "Enabled" {
+    } else if g.policies.read_only == ReadOnlyPolicy::Enabled {
         Target::Forward(primary)
     } else {
         Target::Refuse(format!(
@@ -212,7 +212,7 @@ pub async fn run(store: Arc<dyn Store>, host: String, config: ListenerConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fog_model::failover_group::{ListenerPorts, Member, Policies};
+    use fog_model::failover_group::{ListenerPorts, Member, Policies, ReadWritePolicy};
     use fog_model::ManagedInstanceId;
 
     fn group(
@@ -236,10 +236,10 @@ mod tests {
             primary: m("a"),
             secondary: m("b"),
             policies: Policies {
-                read_write: "Manual".into(),
+                read_write: ReadWritePolicy::Manual,
                 grace_period_minutes: None,
-                read_only: read_only.into(),
-                secondary_type: secondary_type.into(),
+                read_only: ReadOnlyPolicy::parse(read_only).expect("policy"),
+                secondary_type: SecondaryType::parse(secondary_type).expect("type"),
             },
             replication_state: state,
             generation: 7,

@@ -18,7 +18,7 @@
 //!   the likelier culprit than two servers in two regions failing at once.
 
 use fog_engine::{parse_lsn, HealthProbe};
-use fog_model::failover_group::{Policies, ReplicationState};
+use fog_model::failover_group::{Policies, ReadWritePolicy, ReplicationState};
 use fog_model::health::{Countdown, EventKind, GroupEvent, Health, MemberHealth, ObservedGroup};
 use fog_model::FailoverGroupRecord;
 use std::time::Duration;
@@ -89,7 +89,7 @@ pub fn automatic_decision(
     unavailable_since: Option<OffsetDateTime>,
     secondary_ready: bool,
 ) -> AutoDecision {
-    if policies.read_write != "Automatic" {
+    if policies.read_write != ReadWritePolicy::Automatic {
         return AutoDecision::Idle;
     }
     let (Some(grace), Some(since)) = (policies.grace_period_minutes, unavailable_since) else {
@@ -280,7 +280,7 @@ pub fn assess(
     };
     // The grace period counts only time under the automatic policy: switching to it
     // while the primary is down starts the countdown at the switch.
-    let automatic_since = (g.policies.read_write == "Automatic")
+    let automatic_since = (g.policies.read_write == ReadWritePolicy::Automatic)
         .then(|| same_gen.and_then(|b| b.automatic_since).unwrap_or(now));
     let counted_since = match (unavailable_since, automatic_since) {
         (Some(u), Some(a)) => Some(u.max(a)),
@@ -440,13 +440,14 @@ pub fn assess(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fog_model::failover_group::{ReadOnlyPolicy, SecondaryType};
 
     fn policies(rw: &str, grace: Option<i64>) -> Policies {
         Policies {
-            read_write: rw.into(),
+            read_write: ReadWritePolicy::parse(rw).expect("policy"),
             grace_period_minutes: grace,
-            read_only: "Disabled".into(),
-            secondary_type: "Geo".into(),
+            read_only: ReadOnlyPolicy::Disabled,
+            secondary_type: SecondaryType::Geo,
         }
     }
 
@@ -511,7 +512,7 @@ mod tests {
         //! `assess` round by round: each case feeds probes and the previous observation
         //! and checks the judgement.
         use super::super::*;
-        use fog_model::failover_group::{ListenerPorts, Member};
+        use fog_model::failover_group::{ListenerPorts, Member, ReadOnlyPolicy, SecondaryType};
         use fog_model::ManagedInstanceId;
 
         const PRIMARY_PORT: u16 = 5433;
@@ -533,10 +534,10 @@ mod tests {
                 primary: m("a"),
                 secondary: m("b"),
                 policies: Policies {
-                    read_write: rw.into(),
+                    read_write: ReadWritePolicy::parse(rw).expect("policy"),
                     grace_period_minutes: grace,
-                    read_only: "Disabled".into(),
-                    secondary_type: "Geo".into(),
+                    read_only: ReadOnlyPolicy::Disabled,
+                    secondary_type: SecondaryType::Geo,
                 },
                 replication_state: ReplicationState::CatchUp,
                 generation: 3,
