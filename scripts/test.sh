@@ -43,3 +43,17 @@ else
   echo "0 passed, 1 failed"
   exit 1
 fi
+
+cleanup; trap - EXIT   # the SDK test's fogd is not needed any more
+
+echo "== reliability campaign, quick (bench/README.md, Campaign)"
+# One release build gives both: the bench crate asks for fogd's `failpoints` feature, which
+# the crash scenarios need. A failed trial makes the campaign exit 1, and this script with it.
+cargo build --release -p fogd -p fog-bench
+campaign_dir=$(mktemp -d /tmp/fogd-campaign.XXXXXX)
+if ./target/release/campaign --quick --output "$campaign_dir/RELIABILITY.md"; then
+  echo "campaign: every trial passed (report: $campaign_dir/RELIABILITY.md)"
+else
+  echo "campaign: some trials failed (report: $campaign_dir/RELIABILITY.md)"
+  exit 1
+fi

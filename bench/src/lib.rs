@@ -133,7 +133,12 @@ pub fn git_commit() -> String {
                 format!("`{c}`")
             }
         }
-        None => "unknown commit".into(),
+        // A source snapshot (`git archive`) has no repository; `.snapshot-commit` at its
+        // root names the commit it was taken from.
+        None => match std::fs::read_to_string(root.join(".snapshot-commit")) {
+            Ok(c) if !c.trim().is_empty() => format!("`{}` (source snapshot)", c.trim()),
+            _ => "unknown commit".into(),
+        },
     }
 }
 

@@ -215,8 +215,8 @@ impl Flood {
     }
 
     /// How many of the held connections fogd has closed by now (a non-blocking peek sees
-    /// end of file or an error).
-    pub fn closed_by_server(&self) -> usize {
+    /// end of file or an error): (plain TCP, TLS).
+    pub fn closed_by_server(&self) -> (usize, usize) {
         let gone = |s: &TcpStream| {
             if s.set_nonblocking(true).is_err() {
                 return true;
@@ -240,7 +240,7 @@ impl Flood {
             .lock()
             .map(|h| h.iter().filter(|s| gone(&s.sock)).count())
             .unwrap_or(0);
-        tcp + tls
+        (tcp, tls)
     }
 
     pub fn close(self) {

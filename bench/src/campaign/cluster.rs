@@ -145,6 +145,15 @@ pub fn signal_server(dir: &Path, sig: Signal) -> usize {
         .count()
 }
 
+/// The WAL receiver of the server in `dir` (a child of its postmaster).
+pub fn walreceiver_pid(dir: &Path) -> Option<i32> {
+    server_pids(dir).into_iter().skip(1).find(|p| {
+        std::fs::read(format!("/proc/{p}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains("walreceiver"))
+            .unwrap_or(false)
+    })
+}
+
 /// Polls until `f` returns `Some`, every `every`, for at most `bound`.
 pub async fn until<T, F, Fut>(bound: Duration, every: Duration, mut f: F) -> Option<T>
 where

@@ -76,6 +76,8 @@ pub struct Fogd {
     pg_bin_dir: PathBuf,
     user: PgUser,
     child: Option<Child>,
+    /// How the last fogd process ended (once reaped).
+    last_exit: Option<ExitStatus>,
     launches: u32,
     pub url: String,
     pub token: String,
@@ -93,6 +95,7 @@ impl Fogd {
             pg_bin_dir: pg_bin_dir.to_path_buf(),
             user: user.clone(),
             child: None,
+            last_exit: None,
             launches: 0,
             url: String::new(),
             token: String::new(),
@@ -107,9 +110,17 @@ impl Fogd {
     }
 
     pub fn running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
+        let Some(c) = self.child.as_mut() else {
+            return false;
+        };
+        match c.try_wait() {
+            Ok(None) => true,
+            Ok(Some(st)) => {
+                self.last_exit = Some(st);
+                self.child = None;
+                false
+            }
+            Err(_) => false,
         }
     }
 
@@ -120,6 +131,7 @@ impl Fogd {
             bail!("fogd is already running");
         }
         self.launches += 1;
+        self.last_exit = None;
         let _ = std::fs::remove_file(self.data.join("api-url"));
         let mut log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -237,7 +249,7 @@ impl Fogd {
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
-            let _ = c.wait();
+            self.last_exit = c.wait().ok();
         }
     }
 
@@ -247,15 +259,16 @@ impl Fogd {
             .with_context(|| format!("{sig} to fogd"))
     }
 
-    /// Waits up to `timeout` for fogd to exit by itself.
+    /// Waits up to `timeout` for fogd to exit by itself (at once if it already has).
     pub async fn wait_exit(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
         let deadline = Instant::now() + timeout;
         loop {
             let Some(c) = self.child.as_mut() else {
-                bail!("fogd is not running");
+                return Ok(self.last_exit);
             };
             if let Some(s) = c.try_wait().context("wait for fogd")? {
                 self.child = None;
+                self.last_exit = Some(s);
                 return Ok(Some(s));
             }
             if Instant::now() > deadline {
@@ -301,21 +314,7 @@ impl Fogd {
     /// The log's lines written after byte `from` that say something went wrong (warnings,
     /// errors, failpoints, panics, launches), the last `max` of them.
     pub fn log_excerpt(&self, from: u64, max: usize) -> Vec<String> {
-        let bytes = std::fs::read(&self.log).unwrap_or_default();
-        let from = usize::try_from(from).unwrap_or(0).min(bytes.len());
-        let text = String::from_utf8_lossy(&bytes[from..]);
-        let keep: Vec<String> = text
-            .lines()
-            .filter(|l| {
-                l.contains(" WARN ")
-                    || l.contains(" ERROR ")
-                    || l.contains("failpoint")
-                    || l.contains("panicked")
-                    || l.starts_with("=== campaign")
-            })
-            .map(|l| shorten(l, 400))
-            .collect();
-        keep[keep.len().saturating_sub(max)..].to_vec()
+        excerpt(&self.log, from, max)
     }
 
     pub fn rg_path(&self, rg: &str) -> String {
@@ -376,7 +375,7 @@ impl Fogd {
             bail!("{what}: {} {}", r.status, r.body);
         }
         if let Some(op) = r.operation() {
-            let s = self.wait_operation(&op, Duration::from_secs(180)).await?;
+            let s = self.wait_operation(&op, Duration::from_secs(120)).await?;
             if s["status"] != "Succeeded" {
                 bail!(
                     "{what}: operation ended {s}; fogd log:\n{}",
@@ -386,6 +385,26 @@ impl Fogd {
         }
         Ok(r)
     }
+}
+
+/// The lines of a fogd log written after byte `from` that say something went wrong
+/// (warnings, errors, failpoints, panics, launches), the last `max` of them.
+pub fn excerpt(log: &Path, from: u64, max: usize) -> Vec<String> {
+    let bytes = std::fs::read(log).unwrap_or_default();
+    let from = usize::try_from(from).unwrap_or(0).min(bytes.len());
+    let text = String::from_utf8_lossy(&bytes[from..]);
+    let keep: Vec<String> = text
+        .lines()
+        .filter(|l| {
+            l.contains(" WARN ")
+                || l.contains(" ERROR ")
+                || l.contains("failpoint")
+                || l.contains("panicked")
+                || l.starts_with("=== campaign")
+        })
+        .map(|l| shorten(l, 400))
+        .collect();
+    keep[keep.len().saturating_sub(max)..].to_vec()
 }
 
 /// `https://host:port/…` → `host:port`.

@@ -3,7 +3,7 @@
 //! workload checker runs throughout (see [`super::workload`]).
 
 use super::attack::{tls_config, Flood, SlowClients};
-use super::cluster::{signal_server, until, Cluster, GROUP};
+use super::cluster::{signal_server, until, walreceiver_pid, Cluster, DataCheck, GROUP};
 use super::fogd::{send_with, Reply};
 use super::workload::{now, Load};
 use crate::PgUser;
@@ -204,17 +204,9 @@ pub fn steps(key: &str) -> Vec<&'static str> {
     }
 }
 
-/// The steps `--quick` crashes at: where the step machine changes the servers or the
-/// routing (one or two per operation).
-const QUICK_STEPS: &[&str] = &[
-    "failover.fence",
-    "failover.catch_up",
-    "failover.promote",
-    "failover.route",
-    "rejoin.rewind",
-    "create_group.seed",
-    "delete_group.promote",
-];
+/// The steps `--quick` crashes at besides every step of both failovers: the one of each
+/// other operation that changes the servers most.
+const QUICK_STEPS: &[&str] = &["rejoin.rewind", "create_group.seed", "delete_group.promote"];
 
 /// The cases of a scenario: its steps (crash scenarios) or one unnamed case.
 pub fn cases(sc: &Scenario, quick: bool) -> Vec<String> {
@@ -226,8 +218,7 @@ pub fn cases(sc: &Scenario, quick: bool) -> Vec<String> {
         let q: Vec<&str> = all
             .iter()
             .copied()
-            .filter(|s| QUICK_STEPS.contains(s))
-            .filter(|s| sc.key != "crash-forced" || *s == "failover.promote")
+            .filter(|s| s.starts_with("failover.") || QUICK_STEPS.contains(s))
             .collect();
         if q.is_empty() {
             all[..1].to_vec()
@@ -256,6 +247,21 @@ pub fn selected(s: &Settings) -> Vec<Scenario> {
         .collect()
 }
 
+/// Whether a scenario changes the group's roles (or removes the group).
+fn switches(key: &str) -> bool {
+    key.starts_with("crash-")
+        || matches!(
+            key,
+            "sigstop-primary-auto"
+                | "forced-under-load"
+                | "planned-under-load"
+                | "automatic-host-gone"
+                | "conflict-failover"
+                | "conflict-forced"
+                | "conflict-delete"
+        )
+}
+
 /// One trial's result.
 #[derive(Debug, Clone)]
 pub struct Trial {
@@ -279,6 +285,8 @@ struct Outcome {
     recover_s: Option<f64>,
     failures: Vec<String>,
     notes: Vec<String>,
+    /// A data check the trial made itself (before re-creating a deleted group).
+    check: Option<DataCheck>,
 }
 
 pub struct Campaign {
@@ -289,6 +297,10 @@ pub struct Campaign {
     pub trials: Vec<Trial>,
     /// Whether the fogd binary honours `FOGD_FAILPOINTS`.
     failpoints: bool,
+    /// Consecutive failed set-ups, and the last one's reason: after two, the remaining
+    /// trials fail at once with that reason instead of waiting for more.
+    setup_failures: (u32, String),
+    failed_setup_log: Option<PathBuf>,
 }
 
 /// Whether `bin` was built with the `failpoints` feature: its crash message is compiled in
@@ -311,6 +323,8 @@ impl Campaign {
             next_id: 1,
             trials: Vec::new(),
             failpoints,
+            setup_failures: (0, String::new()),
+            failed_setup_log: None,
         }
     }
 
@@ -334,6 +348,12 @@ impl Campaign {
     /// present, group present with the Manual policy, recovered.
     async fn ready(&mut self) -> Result<()> {
         if self.cluster.is_none() {
+            if self.setup_failures.0 >= 2 {
+                bail!(
+                    "not tried: the group could not be set up twice in a row ({})",
+                    self.setup_failures.1
+                );
+            }
             self.builds += 1;
             let root = self.s.root.join(format!("cluster-{}", self.builds));
             std::fs::create_dir_all(&root).context("cluster directory")?;
@@ -346,7 +366,20 @@ impl Campaign {
                 self.next_id,
             )
             .await
-            .context("set up fogd, two instances and the group")?;
+            .context("set up fogd, two instances and the group");
+            let c = match c {
+                Ok(c) => {
+                    self.setup_failures = (0, String::new());
+                    c
+                }
+                Err(e) => {
+                    self.setup_failures.0 += 1;
+                    self.setup_failures.1 = super::fogd::shorten(&format!("{e:#}"), 300);
+                    // Its fogd was stopped when the set-up gave up; keep its log for the report.
+                    self.failed_setup_log = Some(root.join("fogd.log"));
+                    return Err(e);
+                }
+            };
             eprintln!(
                 "cluster {} ready in {:.1} s ({})",
                 self.builds,
@@ -423,6 +456,8 @@ impl Campaign {
             if let Some(c) = self.cluster.take() {
                 trial.evidence = c.fogd.log_excerpt(0, 12);
                 c.shutdown().await;
+            } else if let Some(log) = self.failed_setup_log.take() {
+                trial.evidence = super::fogd::excerpt(&log, 0, 12);
             }
             self.finish(trial, started);
             return;
@@ -433,7 +468,11 @@ impl Campaign {
         };
         let log_from = cl.fogd.log_len();
         let acks_before = cl.workload().ack_count();
-        cl.workload().settle(false);
+        let reads_before = cl.workload().window(t0, t0);
+        // While roles may change, the read-write probe holds its judgement until the
+        // switch completed; in the other scenarios the primary never changes, so the
+        // listener must reach it throughout.
+        cl.workload().settle(!switches(sc.key));
         let result = match sc.key {
             "crash-planned" => crash_failover(cl, &s, true, case).await,
             "crash-forced" => crash_failover(cl, &s, false, case).await,
@@ -460,11 +499,15 @@ impl Campaign {
             other => Err(anyhow!("unknown scenario {other}")),
         };
         let mut broken = false;
+        let mut own_check: Option<DataCheck> = None;
         match result {
             Ok(o) => {
                 trial.recover_s = o.recover_s;
                 trial.failures.extend(o.failures);
                 trial.notes.extend(o.notes);
+                if let Some(d) = o.check {
+                    own_check = Some(d);
+                }
             }
             Err(e) => {
                 trial.failures.push(format!("{e:#}"));
@@ -489,7 +532,15 @@ impl Campaign {
             }
         }
         let upto = now();
-        match cl.check_data(upto).await {
+        let check = cl.check_data(upto).await.map(|mut d| {
+            if let Some(o) = own_check.take() {
+                d.lost.extend(o.lost);
+                d.reported += o.reported;
+                d.notes.extend(o.notes);
+            }
+            d
+        });
+        match check {
             Ok(d) => {
                 trial.lost = d.lost.len();
                 trial.lost_ids = d.lost.iter().take(10).copied().collect();
@@ -513,6 +564,17 @@ impl Campaign {
         let w = cl.workload().window(t0, now());
         trial.acks = cl.workload().ack_count().saturating_sub(acks_before);
         trial.two_primaries = w.two_primaries.len();
+        trial.notes.push(format!(
+            "checker: {} reads through the read-only listener ({} failed), {} monitor answers \
+             from {} and {} from {}, {} read-write probes",
+            w.reads_ok.saturating_sub(reads_before.reads_ok),
+            w.read_errors.saturating_sub(reads_before.read_errors),
+            w.samples[0],
+            cl.members[0].name,
+            w.samples[1],
+            cl.members[1].name,
+            w.probes
+        ));
         if let Some(first) = w.two_primaries.first() {
             let longest = w
                 .two_primaries
@@ -541,7 +603,9 @@ impl Campaign {
         cl.workload().settle(true);
         cl.workload().forget_samples(now() - 5.0);
         self.next_id = i64::try_from(cl.workload().ack_count()).unwrap_or(0) + 1;
-        if broken {
+        // A failed trial may leave damage behind that would fail the next ones for the same
+        // reason; every trial after a failure starts on a fresh cluster.
+        if broken || !trial.failures.is_empty() {
             if let Some(c) = self.cluster.take() {
                 // Ids go on from where the writer is, so a new cluster never reuses one.
                 let last = c.workload().acks().last().map_or(0, |a| a.id);
@@ -607,6 +671,25 @@ async fn arm_failpoint(cl: &mut Cluster, step: &str) -> Result<()> {
     cl.fogd
         .launch(&[("FOGD_FAILPOINTS", &format!("{step}=crash"))])
         .await
+}
+
+/// A request sent to a fogd armed to crash: when fogd died before its answer arrived
+/// (the step ran at once), `Ok(None)` and a note; other errors stay errors.
+async fn accepted<T>(cl: &mut Cluster, r: Result<T>, out: &mut Outcome) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => {
+            if cl.fogd.wait_exit(Duration::from_secs(2)).await?.is_some() {
+                out.notes.push(format!(
+                    "fogd crashed before its answer reached the client ({})",
+                    super::fogd::shorten(&format!("{e:#}"), 80)
+                ));
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Waits for fogd to crash at `step`, then starts it again (as a supervisor would).
@@ -723,23 +806,72 @@ async fn crash_create(cl: &mut Cluster, s: &Settings, step: &str) -> Result<Outc
     cl.delete_group().await.context("delete the group first")?;
     arm_failpoint(cl, step).await?;
     let mut op = None;
-    cl.create_group(Some(&mut op)).await?;
-    cl.read_listeners().await?;
+    let r = cl.create_group(Some(&mut op)).await;
+    let sent = accepted(cl, r, &mut out).await?;
     let t = crashed(cl, step, &mut out).await?;
-    let ops: Vec<String> = op.iter().cloned().collect();
-    cl.wait_recovered(s.bound, &ops).await?;
-    out.recover_s = Some(now() - t);
-    cl.read_listeners().await?;
-    cl.workload().arm(true);
-    if let Some(op) = &op {
-        let st = op_status(cl, op).await;
-        if !st.starts_with("Succeeded") {
-            out.failures
-                .push(format!("the create did not survive the crash: {st}"));
+    if sent.is_none() {
+        // Whether the create was recorded before the crash decides what converged means.
+        let r = cl
+            .fogd
+            .send(Method::GET, &cl.group_url(cl.primary, ""), None)
+            .await?;
+        if r.status == StatusCode::NOT_FOUND {
+            cl.grouped = false;
+            out.notes
+                .push(format!("{step}: the create was not recorded"));
+            return Ok(out);
         }
-        out.notes.push(format!("{step}: {st}"));
     }
+    let Some(op) = op else {
+        cl.read_listeners().await?;
+        cl.wait_recovered(s.bound, &[]).await?;
+        out.recover_s = Some(now() - t);
+        cl.workload().arm(true);
+        return Ok(out);
+    };
+    let st = cl.fogd.wait_operation(&op, s.bound).await?;
+    if st["status"] != "Succeeded" {
+        bail!("the create did not survive the crash: {st}");
+    }
+    cl.read_listeners().await?;
+    cl.wait_recovered(s.bound, &[]).await?;
+    out.recover_s = Some(now() - t);
+    cl.workload().arm(true);
+    out.notes
+        .push(format!("{step}: {}", op_status(cl, &op).await));
+    smoke_failover(cl, s, &mut out, "after the group was created again").await?;
     Ok(out)
+}
+
+/// A planned failover must work on a group that was just (re-)created.
+async fn smoke_failover(
+    cl: &mut Cluster,
+    s: &Settings,
+    out: &mut Outcome,
+    when: &str,
+) -> Result<()> {
+    let op = cl.request_failover("failover").await?;
+    let st = cl.fogd.wait_operation(&op, s.bound).await?;
+    if st["status"] != "Succeeded" {
+        out.failures.push(format!(
+            "a planned failover {when} failed: {}: {}",
+            st["error"]["code"].as_str().unwrap_or("?"),
+            st["error"]["message"].as_str().unwrap_or("?")
+        ));
+    }
+    cl.wait_recovered(s.bound, &[]).await?;
+    Ok(())
+}
+
+/// After a delete: the data check (the former primary keeps every acknowledged write),
+/// then the group is created again and must fail over.
+async fn recreate(cl: &mut Cluster, s: &Settings, out: &mut Outcome) -> Result<()> {
+    out.check = Some(cl.check_data(now()).await?);
+    cl.clear_secondary().await?;
+    cl.create_group(None).await?;
+    cl.wait_recovered(s.bound, &[]).await?;
+    cl.workload().arm(true);
+    smoke_failover(cl, s, out, "after the group was deleted and created again").await
 }
 
 /// Waits until the group is gone at both locations and both servers are writable.
@@ -786,12 +918,24 @@ async fn crash_delete(cl: &mut Cluster, s: &Settings, step: &str) -> Result<Outc
     let r = cl
         .fogd
         .send(Method::DELETE, &cl.group_url(cl.primary, ""), None)
-        .await?;
-    if !r.status.is_success() {
-        bail!("delete the group: {} {}", r.status, r.body);
-    }
-    let op = r.operation();
+        .await;
+    let mut op = match accepted(cl, r, &mut out).await? {
+        Some(r) if !r.status.is_success() => bail!("delete the group: {} {}", r.status, r.body),
+        Some(r) => r.operation(),
+        None => None,
+    };
     let t = crashed(cl, step, &mut out).await?;
+    if op.is_none() {
+        // Not knowing whether the delete was recorded, ask for it again: 202 (it was not),
+        // 409 (it is running) or 404 (it is done).
+        let r = cl
+            .fogd
+            .send(Method::DELETE, &cl.group_url(cl.primary, ""), None)
+            .await?;
+        if r.status.is_success() {
+            op = r.operation();
+        }
+    }
     wait_deleted(cl, s.bound, op.as_deref()).await?;
     out.recover_s = Some(now() - t);
     cl.grouped = false;
@@ -803,6 +947,7 @@ async fn crash_delete(cl: &mut Cluster, s: &Settings, step: &str) -> Result<Outc
         }
         out.notes.push(format!("{step}: {st}"));
     }
+    recreate(cl, s, &mut out).await?;
     Ok(out)
 }
 
@@ -814,11 +959,12 @@ async fn crash_update(cl: &mut Cluster, s: &Settings, step: &str) -> Result<Outc
     let r = cl
         .fogd
         .send(Method::PUT, &cl.group_url(cl.primary, ""), Some(&body))
-        .await?;
-    if !r.status.is_success() {
-        bail!("update the group: {} {}", r.status, r.body);
-    }
-    let op = r.operation();
+        .await;
+    let op = match accepted(cl, r, &mut out).await? {
+        Some(r) if !r.status.is_success() => bail!("update the group: {} {}", r.status, r.body),
+        Some(r) => r.operation(),
+        None => None,
+    };
     let t = crashed(cl, step, &mut out).await?;
     let ops: Vec<String> = op.iter().cloned().collect();
     cl.wait_recovered(s.bound, &ops).await?;
@@ -939,10 +1085,28 @@ async fn sigstop_primary_auto(cl: &mut Cluster, s: &Settings) -> Result<Outcome>
 // ---------------------------------------------------------------------------------------
 // Scenario 4: failovers under load, automatic failover.
 
+/// A failover while two extra sessions write 200-row transactions. For the forced one the
+/// secondary's WAL receiver is frozen for the last second before the request (and half a
+/// second after it), so the secondary lags and the failover has something to lose — which
+/// fogd must report.
 async fn failover_under_load(cl: &mut Cluster, s: &Settings, planned: bool) -> Result<Outcome> {
     let mut out = Outcome::default();
     let load = Load::start(cl.rw.clone(), 2);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let receiver = if planned {
+        None
+    } else {
+        walreceiver_pid(&cl.members[cl.secondary()].dir)
+    };
+    let freeze = |sig| {
+        if let Some(pid) = receiver {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        }
+    };
+    if receiver.is_some() {
+        freeze(Signal::SIGSTOP);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let t = now();
     let op = cl
         .request_failover(if planned {
@@ -951,6 +1115,10 @@ async fn failover_under_load(cl: &mut Cluster, s: &Settings, planned: bool) -> R
             "forceFailoverAllowDataLoss"
         })
         .await;
+    if receiver.is_some() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        freeze(Signal::SIGCONT);
+    }
     let op = match op {
         Ok(op) => op,
         Err(e) => {
@@ -971,13 +1139,18 @@ async fn failover_under_load(cl: &mut Cluster, s: &Settings, planned: bool) -> R
         bail!("the failover ended {st}");
     }
     cl.wait_recovered(s.bound, &[]).await?;
-    out.recover_s = Some(now() - t);
+    out.recover_s = Some(now() - done);
     let g = cl.fogd.get(&cl.group_url(cl.primary, "")).await?;
     let last = &g["properties"]["lastFailover"];
     let lost_bytes = last["dataLoss"]["bytes"].as_u64().unwrap_or(0);
     out.notes.push(format!(
-        "operation {:.2} s; {txs} load transactions of 200 rows; lastFailover.dataLoss {} bytes; old primary {}",
+        "operation {:.2} s; {txs} load transactions of 200 rows{}; lastFailover.dataLoss {} bytes; old primary {}",
         done - t,
+        match (planned, receiver) {
+            (true, _) => "",
+            (false, Some(_)) => "; the secondary's WAL receiver frozen 1 s before the request",
+            (false, None) => "; no WAL receiver found to freeze",
+        },
         lost_bytes,
         last["oldPrimary"].as_str().unwrap_or("?")
     ));
@@ -1132,61 +1305,66 @@ async fn conflict(cl: &mut Cluster, s: &Settings, kind: Conflict) -> Result<Outc
             );
             tokio::spawn(async move {
                 barrier.wait().await;
-                let sent = now();
                 let r = send_with(&client, &base, &token, method, &url, body.as_ref()).await;
-                (sent, r)
+                (r, now())
             })
         })
         .collect();
-    let mut replies: Vec<(f64, Result<Reply>)> = Vec::new();
+    let mut replies: Vec<(Result<Reply>, f64)> = Vec::new();
     for t in tasks {
         replies.push(t.await.context("request task")?);
     }
     let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
-    let mut winners: Vec<(f64, Reply)> = Vec::new();
     let mut transport = 0;
-    for (sent, r) in &replies {
-        match r {
-            Ok(r) => {
-                let key = if r.status.is_success() {
-                    r.status.as_u16().to_string()
-                } else {
-                    format!("{} {}", r.status.as_u16(), r.code())
-                };
-                *by_status.entry(key).or_default() += 1;
-                if r.status.is_success() {
-                    winners.push((*sent, r.clone()));
-                }
-            }
-            Err(_) => transport += 1,
-        }
-    }
-    winners.sort_by(|a, b| a.0.total_cmp(&b.0));
-    // The winner's operation: requests sent after it ended were not concurrent with it
-    // (they may succeed in turn, e.g. a second update).
-    let mut end = f64::INFINITY;
+    // Each winner's operation, as fogd ran it: [startTime, endTime].
+    let mut runs: Vec<(f64, f64, String)> = Vec::new();
     let mut winner_op = None;
-    if let Some((_, w)) = winners.first() {
-        if let Some(op) = w.operation() {
-            let st = cl.fogd.wait_operation(&op, s.bound).await?;
-            if let Some(e) = st["endTime"].as_str().and_then(rfc3339_secs) {
-                end = e;
-            }
-            out.notes
-                .push(format!("winner's operation {}", st["status"]));
-            winner_op = Some(op);
+    for (r, _) in &replies {
+        let Ok(r) = r else {
+            transport += 1;
+            continue;
+        };
+        let key = if r.status.is_success() {
+            r.status.as_u16().to_string()
+        } else {
+            format!("{} {}", r.status.as_u16(), r.code())
+        };
+        *by_status.entry(key).or_default() += 1;
+        if !r.status.is_success() {
+            continue;
         }
+        let Some(op) = r.operation() else {
+            runs.push((
+                f64::NEG_INFINITY,
+                f64::INFINITY,
+                "an answer without an operation".into(),
+            ));
+            continue;
+        };
+        let st = cl.fogd.wait_operation(&op, s.bound).await?;
+        let at = |k: &str| st[k].as_str().and_then(rfc3339_secs);
+        runs.push((
+            at("startTime").unwrap_or(f64::NEG_INFINITY),
+            at("endTime").unwrap_or(f64::INFINITY),
+            format!("operation {}", st["status"]),
+        ));
+        winner_op.get_or_insert(op);
     }
-    let concurrent_winners = winners.iter().filter(|(sent, _)| *sent < end).count();
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Two winners are a conflict only if their operations overlapped; a request that
+    // arrived after the first operation ended may win in turn (a second update).
+    let overlapping = runs.windows(2).filter(|w| w[1].0 < w[0].1).count();
+    let first_end = runs.first().map_or(f64::INFINITY, |r| r.1);
     let server_errors: usize = replies
         .iter()
-        .filter(|(_, r)| matches!(r, Ok(r) if r.status.is_server_error()))
+        .filter(|(r, _)| matches!(r, Ok(r) if r.status.is_server_error()))
         .count();
+    // Losers answered before the winner's operation ended must be 409s.
     let other_refusals: Vec<String> = replies
         .iter()
-        .filter_map(|(sent, r)| match r {
+        .filter_map(|(r, recv)| match r {
             Ok(r)
-                if *sent < end
+                if *recv < first_end
                     && r.status.is_client_error()
                     && r.status != StatusCode::CONFLICT =>
             {
@@ -1196,16 +1374,24 @@ async fn conflict(cl: &mut Cluster, s: &Settings, kind: Conflict) -> Result<Outc
         })
         .collect();
     out.notes.push(format!(
-        "{CONCURRENT} requests: {}",
+        "{CONCURRENT} requests: {}; winners' {}",
         by_status
             .iter()
             .map(|(k, v)| format!("{v} × {k}"))
             .collect::<Vec<_>>()
+            .join(", "),
+        runs.iter()
+            .map(|r| r.2.clone())
+            .collect::<Vec<_>>()
             .join(", ")
     ));
-    if concurrent_winners != 1 {
+    if runs.is_empty() {
+        out.failures.push("no request won".into());
+    }
+    if overlapping > 0 {
         out.failures.push(format!(
-            "{concurrent_winners} requests won while the first winner's operation ran (want exactly 1)"
+            "{} winners' operations ran at the same time as another's (want exactly one at a time)",
+            overlapping + 1
         ));
     }
     if server_errors > 0 {
@@ -1218,7 +1404,7 @@ async fn conflict(cl: &mut Cluster, s: &Settings, kind: Conflict) -> Result<Outc
     }
     if !other_refusals.is_empty() {
         out.failures.push(format!(
-            "{} concurrent losers were refused with something other than 409: {:?}",
+            "{} losers answered while the winner ran were refused with something other than 409: {:?}",
             other_refusals.len(),
             &other_refusals[..other_refusals.len().min(3)]
         ));
@@ -1228,6 +1414,9 @@ async fn conflict(cl: &mut Cluster, s: &Settings, kind: Conflict) -> Result<Outc
         Conflict::Delete => {
             wait_deleted(cl, s.bound, winner_op.as_deref()).await?;
             cl.grouped = false;
+            out.recover_s = Some(now() - t);
+            recreate(cl, s, &mut out).await?;
+            return Ok(out);
         }
         Conflict::DbCreate => {
             let url = cl.database_url(cl.primary, "conc");
@@ -1315,9 +1504,11 @@ async fn api_attack(cl: &mut Cluster, s: &Settings, slow: bool) -> Result<Outcom
             ));
         }
         Attack::Flood(f) => {
-            let closed = f.closed_by_server();
-            out.notes
-                .push(format!("fogd closed {closed} of the flood's connections"));
+            let (tcp, tls) = f.closed_by_server();
+            out.notes.push(format!(
+                "by the end fogd had closed {tcp} of the {} plain TCP and {tls} of the {} TLS connections",
+                f.tcp_open, f.tls_open
+            ));
             f.close();
         }
     }

@@ -110,7 +110,8 @@ struct State {
     write_errors: u64,
     reads_ok: u64,
     read_errors: u64,
-    probes: u64,
+    /// When each read-write probe got its answer.
+    probes: Vec<f64>,
 }
 
 /// Shared between the campaign and the workload tasks.
@@ -153,7 +154,9 @@ pub struct Window {
     pub read_errors: u64,
     pub two_primaries: Vec<TwoPrimaries>,
     pub violations: Vec<RwViolation>,
-    pub probes: u64,
+    pub probes: usize,
+    /// Monitor answers per server in the window.
+    pub samples: [usize; 2],
 }
 
 impl Workload {
@@ -230,6 +233,10 @@ impl Workload {
             .filter(|x| x.t >= from - 1.0 && x.t <= to + 1.0)
             .copied()
             .collect();
+        let mut counts = [0usize; 2];
+        for x in samples.iter().filter(|x| x.t >= from && x.t <= to) {
+            counts[x.server] += 1;
+        }
         let two_primaries = overlaps(&samples)
             .into_iter()
             .filter(|o| o.to >= from && o.from <= to)
@@ -246,7 +253,8 @@ impl Workload {
                 .filter(|v| v.t >= from && v.t <= to)
                 .cloned()
                 .collect(),
-            probes: s.probes,
+            probes: s.probes.iter().filter(|t| **t >= from && **t <= to).count(),
+            samples: counts,
         }
     }
 
@@ -254,6 +262,7 @@ impl Workload {
     pub fn forget_samples(&self, before: f64) {
         let mut s = self.shared.lock();
         s.samples.retain(|x| x.t >= before);
+        s.probes.retain(|t| *t >= before);
     }
 
     pub async fn stop(self) {
@@ -421,7 +430,7 @@ async fn rw_probe(sh: Arc<Shared>) {
             continue;
         };
         let mut s = sh.lock();
-        s.probes += 1;
+        s.probes.push(now());
         if recovering && sh.epoch.load(Ordering::SeqCst) == epoch {
             s.violations.push(RwViolation {
                 t: now(),
