@@ -20,6 +20,8 @@
 
 mod fence;
 mod local;
+/// A simulated agent for engine tests; never for an end-to-end claim.
+pub mod sim;
 mod sql;
 
 pub use local::{LocalAgent, PgSettings};

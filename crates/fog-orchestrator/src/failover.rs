@@ -196,25 +196,7 @@ pub(crate) async fn execute(
                     s.routed = true;
                 }
                 // Database records live with the current primary.
-                let mut extra = Vec::new();
-                for db in catalog::databases(o.store.as_ref(), &old.value.id)
-                    .await
-                    .map_err(store_err)?
-                {
-                    let mut rec = db.value;
-                    extra.push(Write::delete(
-                        catalog::database_key(&old.value.id, &rec.name),
-                        Precondition::Revision(db.revision),
-                    ));
-                    rec.instance = new.value.id.clone();
-                    rec.instance_uid = new.value.uid.clone();
-                    rec.location = new.value.location.clone();
-                    extra.push(put(
-                        catalog::database_key(&new.value.id, &rec.name),
-                        &rec,
-                        Precondition::Any,
-                    ));
-                }
+                let mut extra = move_databases(o, &old.value, &new.value).await?;
                 extra.push(event(
                     g,
                     EventKind::RoleChanged,
@@ -349,15 +331,24 @@ pub(crate) async fn compensate(
     };
     let promoted = routed || (reached(point_of_no_return) && new_is_primary().await);
     if promoted {
+        // Promoted but not routed yet: the roles switch here, and the database records
+        // move to the new primary as `route` would have moved them.
+        let mut moved = Vec::new();
         if !routed {
             std::mem::swap(&mut next.primary, &mut next.secondary);
             next.slot = format!("fogd_{}", primary.value.uid);
+            match move_databases(o, &primary.value, &secondary.value).await {
+                Ok(writes) => moved = writes,
+                Err(e) => {
+                    tracing::error!(group = %g.name, error = %e.message, "database records could not be moved to the new primary")
+                }
+            }
         }
         next.secondary_needs_rejoin = true;
         next.switch = None;
         next.replication_state = ReplicationState::Suspended;
         tracing::error!(group = %g.name, "failover failed after promotion: roles stay switched; the old primary needs a rejoin");
-        return vec![
+        moved.extend([
             put(
                 catalog::group_key(&g.name),
                 &next,
@@ -372,7 +363,8 @@ pub(crate) async fn compensate(
                     op.step, next.primary.instance.name
                 ),
             ),
-        ];
+        ]);
+        return moved;
     }
     // Undo: the old primary takes writes again, under a newer generation.
     next.switch = None;
@@ -401,6 +393,35 @@ pub(crate) async fn compensate(
     ];
     writes.extend(with_generation([primary, secondary], next.generation));
     writes
+}
+
+/// Writes that move every database record of `from` to `to`: records live with the
+/// primary.
+async fn move_databases(
+    o: &Orchestrator,
+    from: &InstanceRecord,
+    to: &InstanceRecord,
+) -> Result<Vec<Write>, ArmError> {
+    let mut writes = Vec::new();
+    for db in catalog::databases(o.store.as_ref(), &from.id)
+        .await
+        .map_err(store_err)?
+    {
+        let mut rec = db.value;
+        writes.push(Write::delete(
+            catalog::database_key(&from.id, &rec.name),
+            Precondition::Revision(db.revision),
+        ));
+        rec.instance = to.id.clone();
+        rec.instance_uid = to.uid.clone();
+        rec.location = to.location.clone();
+        writes.push(put(
+            catalog::database_key(&to.id, &rec.name),
+            &rec,
+            Precondition::Any,
+        ));
+    }
+    Ok(writes)
 }
 
 fn event(g: &FailoverGroupRecord, kind: EventKind, generation: u64, message: String) -> Write {

@@ -459,7 +459,18 @@ pub(crate) async fn compensate(o: &Orchestrator, op: &OperationRecord) -> Vec<Wr
             ) {
                 match agent.replication_status(&spec).await {
                     Ok(st) if st.in_recovery => {
-                        let _ = agent.promote(&spec, m.secondary.value.generation).await;
+                        let gen = m.secondary.value.generation;
+                        if agent.promote(&spec, gen).await.is_ok() {
+                            // The secondary was empty when the group was accepted: every
+                            // database on it now is a copy of the primary's, which no
+                            // record names (and which would keep it from ever joining a
+                            // group again).
+                            for db in agent.list_databases(&spec).await.unwrap_or_default() {
+                                if let Err(e) = agent.drop_database(&spec, &db, gen).await {
+                                    tracing::warn!(database = %db, error = %e, "dropping a seeded copy failed");
+                                }
+                            }
+                        }
                     }
                     Ok(_) => {}
                     // The alignment never happened: the server still has its own password.
@@ -493,6 +504,21 @@ pub(crate) async fn compensate(o: &Orchestrator, op: &OperationRecord) -> Vec<Wr
         _ => {
             let mut g = m.group.value.clone();
             g.active_operation = None;
+            // A delete that failed after promoting the secondary (its reply lost) leaves
+            // it writable: say so, so that it is never read from as a replica and the
+            // health monitor re-attaches it.
+            if matches!(op.action, Action::DeleteFailoverGroup { .. }) {
+                if let Ok(spec) = o.server_spec(&m.secondary.value).await {
+                    if o.agent
+                        .replication_status(&spec)
+                        .await
+                        .is_ok_and(|st| !st.in_recovery)
+                    {
+                        g.secondary_needs_rejoin = true;
+                        g.replication_state = ReplicationState::Suspended;
+                    }
+                }
+            }
             vec![put(
                 catalog::group_key(name),
                 &g,

@@ -332,6 +332,10 @@ pub(crate) async fn compensate(o: &Orchestrator, op: &OperationRecord) -> Vec<Wr
                     }
                 }
                 vec![Write::delete(key, Precondition::Revision(db.revision))]
+            } else if database_gone(o, instance, database).await {
+                // The drop happened although its step failed (its reply was lost): the
+                // record goes too, rather than name a database that no longer exists.
+                vec![Write::delete(key, Precondition::Revision(db.revision))]
             } else {
                 let mut rec = db.value;
                 rec.active_operation = None;
@@ -339,6 +343,24 @@ pub(crate) async fn compensate(o: &Orchestrator, op: &OperationRecord) -> Vec<Wr
             }
         }
     }
+}
+
+/// Whether the instance's server answers and has no database `name`.
+async fn database_gone(
+    o: &Orchestrator,
+    instance: &fog_model::ManagedInstanceId,
+    name: &str,
+) -> bool {
+    let Ok(Some(inst)) = catalog::instance(o.store.as_ref(), instance).await else {
+        return false;
+    };
+    let Ok(spec) = o.server_spec(&inst.value).await else {
+        return false;
+    };
+    o.agent
+        .list_databases(&spec)
+        .await
+        .is_ok_and(|dbs| !dbs.iter().any(|d| d == name))
 }
 
 #[cfg(test)]
