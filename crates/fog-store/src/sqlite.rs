@@ -9,14 +9,22 @@
 //! overwritten rows in the database file. Older page versions still sit in the WAL until it
 //! is reset, and a store written without `secure_delete` may keep old values in free pages;
 //! [`SqliteStore::compact`] rewrites the file and truncates the WAL.
+//!
+//! **Leases and watch history** are this process's (`local`): the keys bound to a lease are
+//! also listed in the `kv_lease` table, and opening the store deletes them (in one
+//! revision), since their leases ended with the process that granted them. The history
+//! [`Store::watch_from`] replays starts when the store is opened.
 
-use crate::{Event, Precondition, Record, Store, StoreError, Watcher, Write, WriteOp};
+use crate::local::{spawn_reaper, Hub, Leases};
+use crate::{Event, LeaseId, Precondition, Record, Store, StoreError, Watcher, Write, WriteOp};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::BTreeSet;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc::UnboundedSender;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 
 /// SQLite-backed [`Store`]. Blocking SQLite calls run on tokio's blocking pool.
 #[derive(Clone)]
@@ -26,7 +34,15 @@ pub struct SqliteStore {
 
 struct Inner {
     conn: Mutex<Connection>,
-    watchers: Mutex<Vec<(String, UnboundedSender<Event>)>>,
+    /// Locked after `conn` when both are needed: every change is published while the
+    /// connection is still held, so watchers get changes in revision order.
+    local: Mutex<Local>,
+    reaper: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Local {
+    hub: Hub,
+    leases: Leases,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -68,13 +84,34 @@ impl SqliteStore {
                  revision INTEGER NOT NULL
              ) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             INSERT OR IGNORE INTO meta(name, value) VALUES ('revision', 0);",
+             INSERT OR IGNORE INTO meta(name, value) VALUES ('revision', 0);
+             CREATE TABLE IF NOT EXISTS kv_lease (
+                 key TEXT PRIMARY KEY,
+                 lease INTEGER NOT NULL
+             ) WITHOUT ROWID;",
         )
         .map_err(backend)?;
+        let mut local = Local {
+            hub: Hub::new(0),
+            leases: Leases::default(),
+        };
+        // Keys bound to leases of an earlier process: their leases are gone.
+        let mut conn = conn;
+        let orphans = {
+            let mut stmt = conn.prepare("SELECT key FROM kv_lease").map_err(backend)?;
+            let keys = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(backend)?;
+            keys.collect::<Result<BTreeSet<_>, _>>().map_err(backend)?
+        };
+        delete_keys(&mut conn, &mut local, orphans)?;
+        let revision = read_revision(&conn)?;
+        local.hub = Hub::new(revision);
         Ok(Self {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
-                watchers: Mutex::new(Vec::new()),
+                local: Mutex::new(local),
+                reaper: Mutex::new(None),
             }),
         })
     }
@@ -103,27 +140,86 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.with_local(move |conn, _| f(conn)).await
+    }
+
+    /// Runs `f` on the blocking pool with the connection and the local state locked, after
+    /// deleting the keys of expired leases.
+    async fn with_local<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &mut Local) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = inner.conn.lock().map_err(backend)?;
-            f(&mut conn)
+            let mut local = inner.local.lock().map_err(backend)?;
+            expire(&mut conn, &mut local)?;
+            f(&mut conn, &mut local)
         })
         .await
         .map_err(backend)?
     }
 
-    fn notify(&self, events: Vec<Event>) {
-        let Ok(mut watchers) = self.inner.watchers.lock() else {
-            return;
-        };
-        watchers.retain(|(prefix, tx)| {
-            events
-                .iter()
-                .filter(|e| e.key.starts_with(prefix.as_str()))
-                .all(|e| tx.send(e.clone()).is_ok())
-                && !tx.is_closed()
-        });
+    fn local(&self) -> Result<std::sync::MutexGuard<'_, Local>, StoreError> {
+        self.inner.local.lock().map_err(backend)
     }
+}
+
+fn read_revision(conn: &Connection) -> Result<u64, StoreError> {
+    conn.query_row("SELECT value FROM meta WHERE name = 'revision'", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|r| r as u64)
+    .map_err(backend)
+}
+
+/// Deletes the keys of every expired lease (one revision per lease).
+fn expire(conn: &mut Connection, local: &mut Local) -> Result<(), StoreError> {
+    if local.leases.any_due() {
+        for keys in local.leases.take_expired() {
+            delete_keys(conn, local, keys)?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes `keys` in one revision (none if none of them exists) and tells the watchers.
+fn delete_keys(
+    conn: &mut Connection,
+    local: &mut Local,
+    keys: BTreeSet<String>,
+) -> Result<(), StoreError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.transaction().map_err(backend)?;
+    let revision = read_revision(&tx)? + 1;
+    let mut events = Vec::new();
+    for key in keys {
+        tx.execute("DELETE FROM kv_lease WHERE key = ?1", [&key])
+            .map_err(backend)?;
+        if tx
+            .execute("DELETE FROM kv WHERE key = ?1", [&key])
+            .map_err(backend)?
+            > 0
+        {
+            events.push(Event {
+                key,
+                value: None,
+                revision,
+            });
+        }
+    }
+    if !events.is_empty() {
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE name = 'revision'",
+            [revision as i64],
+        )
+        .map_err(backend)?;
+    }
+    tx.commit().map_err(backend)?;
+    local.hub.publish(events);
+    Ok(())
 }
 
 /// The store file and the companion files SQLite may keep beside it.
@@ -147,6 +243,22 @@ fn restrict_files(path: &Path) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+fn range_records(conn: &Connection, prefix: &str) -> Result<Vec<Record>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT key, value, revision FROM kv WHERE substr(key, 1, ?2) = ?1 ORDER BY key")
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(params![prefix, prefix.chars().count() as i64], |r| {
+            Ok(Record {
+                key: r.get(0)?,
+                value: r.get(1)?,
+                revision: r.get::<_, i64>(2)? as u64,
+            })
+        })
+        .map_err(backend)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(backend)
 }
 
 fn current_revision(tx: &rusqlite::Transaction<'_>, key: &str) -> Result<Option<u64>, StoreError> {
@@ -182,27 +294,12 @@ impl Store for SqliteStore {
 
     async fn range(&self, prefix: &str) -> Result<Vec<Record>, StoreError> {
         let prefix = prefix.to_string();
-        self.blocking(move |conn| {
-            let mut stmt = conn
-                .prepare("SELECT key, value, revision FROM kv WHERE substr(key, 1, ?2) = ?1 ORDER BY key")
-                .map_err(backend)?;
-            let rows = stmt
-                .query_map(params![prefix, prefix.chars().count() as i64], |r| {
-                    Ok(Record {
-                        key: r.get(0)?,
-                        value: r.get(1)?,
-                        revision: r.get::<_, i64>(2)? as u64,
-                    })
-                })
-                .map_err(backend)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
-        })
-        .await
+        self.blocking(move |conn| range_records(conn, &prefix))
+            .await
     }
 
     async fn commit(&self, writes: Vec<Write>) -> Result<u64, StoreError> {
-        let (revision, events) = self
-            .blocking(move |conn| {
+        self.with_local(move |conn, local| {
                 let tx = conn.transaction().map_err(backend)?;
                 for w in &writes {
                     let key = w.key.as_str();
@@ -218,6 +315,13 @@ impl Store for SqliteStore {
                         });
                     }
                 }
+                for w in &writes {
+                    if let (WriteOp::Put(_), Some(lease)) = (&w.op, w.lease) {
+                        if !local.leases.is_live(lease) {
+                            return Err(StoreError::LeaseNotFound(lease));
+                        }
+                    }
+                }
                 let revision: u64 = tx
                     .query_row("SELECT value FROM meta WHERE name = 'revision'", [], |r| {
                         r.get::<_, i64>(0)
@@ -225,6 +329,7 @@ impl Store for SqliteStore {
                     .map_err(backend)? as u64
                     + 1;
                 let mut events = Vec::new();
+                let mut bindings = Vec::new();
                 for w in writes {
                     let key = w.key.as_str();
                     let value = match w.op {
@@ -236,11 +341,27 @@ impl Store for SqliteStore {
                                 params![key, v, revision as i64],
                             )
                             .map_err(backend)?;
+                            match w.lease {
+                                Some(lease) => tx.execute(
+                                    "INSERT OR REPLACE INTO kv_lease(key, lease) VALUES (?1, ?2)",
+                                    params![key, lease.0],
+                                ),
+                                None => tx.execute("DELETE FROM kv_lease WHERE key = ?1", [key]),
+                            }
+                            .map_err(backend)?;
+                            bindings.push((w.key.clone(), w.lease));
                             Some(v)
                         }
                         WriteOp::Delete => {
-                            tx.execute("DELETE FROM kv WHERE key = ?1", [key])
+                            let deleted = tx
+                                .execute("DELETE FROM kv WHERE key = ?1", [key])
                                 .map_err(backend)?;
+                            tx.execute("DELETE FROM kv_lease WHERE key = ?1", [key])
+                                .map_err(backend)?;
+                            bindings.push((w.key.clone(), None));
+                            if deleted == 0 {
+                                continue;
+                            }
                             None
                         }
                     };
@@ -256,30 +377,73 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
                 tx.commit().map_err(backend)?;
-                Ok((revision, events))
+                for (key, lease) in bindings {
+                    local.leases.bind(&key, lease);
+                }
+                local.hub.publish(events);
+                Ok(revision)
             })
-            .await?;
-        self.notify(events);
-        Ok(revision)
+            .await
     }
 
     async fn revision(&self) -> Result<u64, StoreError> {
-        self.blocking(|conn| {
-            conn.query_row("SELECT value FROM meta WHERE name = 'revision'", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map(|r| r as u64)
-            .map_err(backend)
+        self.blocking(|conn| read_revision(conn)).await
+    }
+
+    fn watch(&self, prefix: &str) -> Watcher {
+        match self.local() {
+            Ok(mut local) => local.hub.watch(prefix),
+            // A closed channel: the watcher sees the end at once.
+            Err(_) => tokio::sync::mpsc::unbounded_channel().1,
+        }
+    }
+
+    async fn range_with_revision(&self, prefix: &str) -> Result<(Vec<Record>, u64), StoreError> {
+        let prefix = prefix.to_string();
+        // Every write goes through this connection, which is held for both reads.
+        self.blocking(move |conn| Ok((range_records(conn, &prefix)?, read_revision(conn)?)))
+            .await
+    }
+
+    async fn watch_from(&self, prefix: &str, after: u64) -> Result<Watcher, StoreError> {
+        self.local()?.hub.watch_from(prefix, after)
+    }
+
+    async fn compact_history(&self, revision: u64) -> Result<(), StoreError> {
+        self.with_local(move |conn, local| {
+            let current = read_revision(conn)?;
+            local.hub.compact(revision, current)
         })
         .await
     }
 
-    fn watch(&self, prefix: &str) -> Watcher {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        if let Ok(mut w) = self.inner.watchers.lock() {
-            w.push((prefix.to_string(), tx));
-        }
-        rx
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        let id = self.local()?.leases.grant(ttl);
+        let weak = Arc::downgrade(&self.inner);
+        spawn_reaper(&self.inner.reaper, move || {
+            let inner = weak.upgrade()?;
+            Some(async move {
+                let store = SqliteStore { inner };
+                let next: Result<Option<Instant>, _> = store
+                    .with_local(|_, local| Ok(local.leases.next_deadline()))
+                    .await;
+                next.ok().flatten()
+            })
+        });
+        Ok(id)
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.with_local(move |_, local| local.leases.keep_alive(lease))
+            .await
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.with_local(move |conn, local| {
+            let keys = local.leases.take(lease)?;
+            delete_keys(conn, local, keys)
+        })
+        .await
     }
 }
 
@@ -311,6 +475,36 @@ mod tests {
         let rec = s.get("persist/a").await.expect("get").expect("present");
         assert_eq!((rec.value.as_slice(), rec.revision), (&b"1"[..], rev));
         assert_eq!(s.revision().await.expect("rev"), rev);
+    }
+
+    #[tokio::test]
+    async fn reopening_ends_the_leases_of_the_process_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store.sqlite");
+        let before = {
+            let s = SqliteStore::open(&path).expect("open");
+            let lease = s
+                .grant_lease(std::time::Duration::from_secs(600))
+                .await
+                .expect("grant");
+            s.commit(vec![
+                Write::put("owned", b"1".to_vec(), Precondition::Absent).with_lease(lease),
+                Write::put("kept", b"1".to_vec(), Precondition::Absent),
+            ])
+            .await
+            .expect("put")
+        };
+        let s = SqliteStore::open(&path).expect("reopen");
+        assert!(s.get("owned").await.expect("get").is_none());
+        assert!(s.get("kept").await.expect("get").is_some());
+        let now = s.revision().await.expect("rev");
+        assert_eq!(now, before + 1, "the orphans are deleted in one revision");
+        // The history starts at the open: older revisions count as compacted.
+        assert!(matches!(
+            s.watch_from("", before).await,
+            Err(StoreError::Compacted { requested, compacted }) if requested == before && compacted == now
+        ));
+        assert!(s.watch_from("", now).await.is_ok());
     }
 
     fn mode(p: &Path) -> u32 {

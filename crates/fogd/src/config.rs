@@ -56,6 +56,56 @@ impl TryFrom<String> for PortRange {
     }
 }
 
+/// Where fogd keeps its metadata: `sqlite` (the embedded default, `DATA_DIR/store.sqlite`)
+/// or `etcd://HOST:PORT[,HOST:PORT…]` (an etcd 3.4+ cluster, keys under
+/// [`fog_store::EtcdStore::DEFAULT_PREFIX`]).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum StoreSetting {
+    Sqlite,
+    /// Endpoint URLs (`http://HOST:PORT`).
+    Etcd(Vec<String>),
+}
+
+impl FromStr for StoreSetting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "sqlite" {
+            return Ok(StoreSetting::Sqlite);
+        }
+        if s.starts_with("etcd://") {
+            return fog_store::EtcdStore::parse_url(s).map(StoreSetting::Etcd);
+        }
+        Err(format!(
+            "invalid store '{s}': expected sqlite or etcd://HOST:PORT[,HOST:PORT...]"
+        ))
+    }
+}
+
+impl TryFrom<String> for StoreSetting {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl std::fmt::Display for StoreSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSetting::Sqlite => write!(f, "sqlite"),
+            StoreSetting::Etcd(endpoints) => {
+                let hosts: Vec<&str> = endpoints
+                    .iter()
+                    .map(|e| e.trim_start_matches("http://"))
+                    .collect();
+                write!(f, "etcd://{}", hosts.join(","))
+            }
+        }
+    }
+}
+
 /// Built-in defaults (also shown in `--help`, `fogd config-example` and the README).
 pub mod defaults {
     pub const DATA_DIR: &str = "/var/lib/fogd";
@@ -89,6 +139,10 @@ fn parse_range(s: &str) -> Result<PortRange, String> {
     s.parse()
 }
 
+fn parse_store(s: &str) -> Result<StoreSetting, String> {
+    s.parse()
+}
+
 /// `fogd serve`'s command line. Every field is optional so that an absent flag (and absent
 /// environment variable) falls through to the config file and then to the default.
 #[derive(clap::Args, Debug, Default)]
@@ -112,6 +166,17 @@ pub struct ServeArgs {
         verbatim_doc_comment
     )]
     pub secret_key_file: Option<PathBuf>,
+    /// Metadata store: sqlite (DATA_DIR/store.sqlite) or etcd://HOST:PORT[,HOST:PORT...]
+    /// (an etcd 3.4+ cluster, keys under /fogd/; one fogd per cluster for now)
+    /// [default: sqlite]
+    #[arg(
+        long,
+        env = "FOGD_STORE",
+        value_name = "STORE",
+        value_parser = parse_store,
+        verbatim_doc_comment
+    )]
+    pub store: Option<StoreSetting>,
     /// Address the HTTPS API listens on; port 0 picks a free port (see DIR/api-url)
     /// [default: 127.0.0.1:8443]
     #[arg(
@@ -343,6 +408,7 @@ pub struct ServeArgs {
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub secret_key_file: Option<PathBuf>,
+    pub store: Option<StoreSetting>,
     pub listen: Option<SocketAddr>,
     pub public_url: Option<String>,
     pub tls_san: Option<Vec<String>>,
@@ -407,6 +473,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// `None`: `DATA_DIR/keys/secrets.key` ([`Settings::secret_key_path`]).
     pub secret_key_file: Option<PathBuf>,
+    pub store: StoreSetting,
     pub listen: SocketAddr,
     pub public_url: Option<String>,
     pub tls_san: Vec<String>,
@@ -440,6 +507,7 @@ impl Default for Settings {
         Settings {
             data_dir: DATA_DIR.into(),
             secret_key_file: None,
+            store: StoreSetting::Sqlite,
             listen: LISTEN.parse().expect("default listen address"),
             public_url: None,
             tls_san: Vec::new(),
@@ -488,6 +556,7 @@ impl Settings {
                 .secret_key_file
                 .or(file.secret_key_file)
                 .or(d.secret_key_file),
+            store: args.store.or(file.store).unwrap_or(d.store),
             listen: args.listen.or(file.listen).unwrap_or(d.listen),
             public_url: args.public_url.or(file.public_url).or(d.public_url),
             tls_san: args.tls_san.or(file.tls_san).unwrap_or(d.tls_san),
@@ -664,6 +733,16 @@ pub const FIELDS: &[Field] = &[
               start; a key file other users may read is refused. Keep it apart from backups of \
               the store, and back it up separately: without it the stored credentials cannot \
               be read. In a file, a relative path is relative to the file's directory.",
+    },
+    Field {
+        key: "store",
+        default: Some(r#""sqlite""#),
+        unset: "",
+        example: r#""etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379""#,
+        doc: "Where fogd keeps its metadata: \"sqlite\" (DATA_DIR/store.sqlite, one node) or \
+              \"etcd://HOST:PORT[,HOST:PORT...]\", an etcd 3.4+ cluster (plain HTTP, keys under \
+              /fogd/). With etcd, run one fogd per cluster for now: several fogd nodes do not \
+              yet divide operations, health monitoring and servers between them.",
     },
     Field {
         key: "listen",
@@ -1145,6 +1224,38 @@ mod tests {
     }
 
     #[test]
+    fn store_is_sqlite_or_etcd_endpoints() {
+        assert_eq!(Settings::default().store, StoreSetting::Sqlite);
+        let etcd = StoreSetting::Etcd(vec![
+            "http://127.0.0.1:2379".into(),
+            "http://10.0.0.2:2379".into(),
+        ]);
+        assert_eq!(
+            flags(&["--store", "etcd://127.0.0.1:2379,10.0.0.2:2379"]).store,
+            Some(etcd.clone())
+        );
+        assert_eq!(etcd.to_string(), "etcd://127.0.0.1:2379,10.0.0.2:2379");
+        assert_eq!(
+            FileConfig::parse("store = \"sqlite\"").unwrap().store,
+            Some(StoreSetting::Sqlite)
+        );
+        for bad in [
+            "",
+            "etcd",
+            "etcd://",
+            "etcd://host",
+            "postgres://x:1",
+            "SQLite",
+        ] {
+            assert!(bad.parse::<StoreSetting>().is_err(), "{bad}");
+        }
+        let err = FileConfig::parse("store = \"etcd://nohost\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store"), "{err}");
+    }
+
+    #[test]
     fn relative_paths_in_a_file_are_relative_to_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fogd.toml");
@@ -1207,6 +1318,7 @@ mod tests {
         let FileConfig {
             data_dir,
             secret_key_file,
+            store,
             listen,
             public_url,
             tls_san,
@@ -1234,7 +1346,7 @@ mod tests {
             rejoin_retry_ms,
         } = file;
         assert!(data_dir.is_some() && listen.is_some() && public_url.is_some());
-        assert!(secret_key_file.is_some());
+        assert!(secret_key_file.is_some() && store.is_some());
         assert!(tls_san.is_some() && pg_bin_dir.is_some() && pg_os_user.is_some());
         assert!(server_host.is_some() && server_ports.is_some() && dns_suffix.is_some());
         assert!(leave_servers_running.is_some() && max_body_bytes.is_some());

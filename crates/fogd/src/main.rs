@@ -1,10 +1,11 @@
 //! # fogd — instance failover groups for PostgreSQL, behind Azure's Microsoft.Sql API
 //!
 //! The daemon wires the boxes together on embedded defaults: the SQLite store
-//! (`fog-store`), the local instance agent (`fog-engine`), the orchestrator
-//! (`fog-orchestrator`) and the ARM API (`fog-api`) served over HTTPS with fogd's own CA
-//! ([`tls`]). Its settings (flags, environment variables, a TOML file) are resolved in
-//! [`config`]; its data directory layout is described in [`datadir`].
+//! (`fog-store`; or etcd with `--store etcd://…`), the local instance agent
+//! (`fog-engine`), the orchestrator (`fog-orchestrator`) and the ARM API (`fog-api`)
+//! served over HTTPS with fogd's own CA ([`tls`]). Its settings (flags, environment
+//! variables, a TOML file) are resolved in [`config`]; its data directory layout is
+//! described in [`datadir`].
 
 mod config;
 mod datadir;
@@ -15,10 +16,10 @@ mod tls;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use config::{ServeArgs, Settings};
+use config::{ServeArgs, Settings, StoreSetting};
 use fog_engine::{LocalAgent, PgSettings};
 use fog_orchestrator::{Orchestrator, OrchestratorConfig};
-use fog_store::SqliteStore;
+use fog_store::{EtcdStore, SqliteStore, Store};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -44,7 +45,8 @@ directory (--data-dir, default /var/lib/fogd) it keeps:
   api-url          the URL the API listens on (written once it listens)
   client.toml      endpoint, CA file, token file and subscription id for clients
   fogd.lock        locked while a fogd serves the directory (a second one is refused)
-  store.sqlite, instances/   the metadata store and the PostgreSQL servers' data
+  store.sqlite, instances/   the metadata store (unless --store etcd://…) and the
+                   PostgreSQL servers' data
   keys/secrets.key the key that encrypts the credentials in the store (mode 0600;
                    --secret-key-file puts it elsewhere; back it up apart from the store)
 fogctl finds fogd through that directory: give it the same --data-dir (or FOGD_DATA_DIR).
@@ -215,7 +217,20 @@ async fn serve(settings: Settings) -> Result<()> {
     telemetry::describe();
     let metrics = fog_api::MetricsRender(Arc::new(move || prometheus.render()));
 
-    let sqlite = SqliteStore::open(&dir.join("store.sqlite")).context("open the store")?;
+    // SQLite is fogd's own file; an etcd cluster is shared (and compacted by its operator).
+    let (store, sqlite): (Arc<dyn Store>, Option<SqliteStore>) = match &settings.store {
+        StoreSetting::Sqlite => {
+            let sqlite = SqliteStore::open(&dir.join("store.sqlite")).context("open the store")?;
+            (Arc::new(sqlite.clone()), Some(sqlite))
+        }
+        StoreSetting::Etcd(endpoints) => {
+            let etcd = EtcdStore::connect(endpoints, EtcdStore::DEFAULT_PREFIX)
+                .await
+                .with_context(|| format!("connect to the store {}", settings.store))?;
+            tracing::info!(store = %settings.store, prefix = etcd.prefix(), "metadata in etcd");
+            (Arc::new(etcd), None)
+        }
+    };
     let key_file =
         std::path::absolute(settings.secret_key_path()).context("resolve the secret key file")?;
     if settings.secret_key_file.is_none() {
@@ -224,11 +239,13 @@ async fn serve(settings: Settings) -> Result<()> {
             datadir::restrict(keys, 0o700)?;
         }
     }
-    let unlocked = fog_orchestrator::secrets::unlock(&sqlite, &key_file)
+    let unlocked = fog_orchestrator::secrets::unlock(store.as_ref(), &key_file)
         .await
         .context("unlock the credentials in the store")?;
     // Drops what sealing replaced (and anything deleted) from free pages and the WAL.
-    sqlite.compact().await.context("compact the store")?;
+    if let Some(sqlite) = &sqlite {
+        sqlite.compact().await.context("compact the store")?;
+    }
     tracing::info!(
         key_file = %key_file.display(),
         key_id = unlocked.cipher.key_id(),
@@ -237,7 +254,6 @@ async fn serve(settings: Settings) -> Result<()> {
         resealed = unlocked.resealed,
         "credentials are sealed at rest"
     );
-    let store = Arc::new(sqlite);
     let agent = LocalAgent::new(PgSettings {
         bin_dir: settings.pg_bin_dir.clone(),
         os_user: settings.pg_os_user.clone(),
