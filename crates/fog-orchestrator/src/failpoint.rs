@@ -19,6 +19,10 @@ pub async fn hit(name: &str) {
         for pair in spec.split(',') {
             match pair.split_once('=') {
                 Some((n, "crash")) if n == name => {
+                    // The operation waits at its step boundary either way; the pause lets
+                    // the API answer the request that started it (a client that never got
+                    // its 202 could not poll what it is testing).
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                     eprintln!("failpoint {name}: crashing");
                     std::process::abort();
                 }

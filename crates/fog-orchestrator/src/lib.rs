@@ -11,24 +11,27 @@
 //! The orchestrator reaches PostgreSQL only through [`fog_engine::InstanceAgent`], and
 //! every server command carries the instance's fencing generation.
 //!
-//! Layout: [`catalog`] (store keys and typed reads), [`secrets`] (the credentials fogd
-//! keeps, sealed at rest under a key kept apart from the store), [`submit`] (validation
-//! against stored state and the accepting batch), [`steps`] (what each operation does per step),
-//! [`runner`] (driving, persisting and resuming steps), [`failpoint`] (crash injection for
-//! tests, compiled only with the `failpoints` feature).
+//! Layout: [`engine`] (the framework: what an operation is, the runner that drives,
+//! persists, retries and undoes it, the sweep that leaves nothing undriven or busy),
+//! `ops` (the operations, one type each, registered in `ops::registry`), [`steps`] (step
+//! names for callers outside the engine), [`catalog`] (store keys and typed reads),
+//! [`secrets`] (the credentials fogd keeps, sealed at rest under a key kept apart from the
+//! store), `submit` (validation against stored state and the accepting batch), [`health`]
+//! (the monitor), `supervisor` (servers that should run, run), [`failpoint`] (crash
+//! injection for tests).
 
 pub mod catalog;
-mod failover;
+pub mod engine;
 pub mod failpoint;
-mod group_steps;
 pub mod health;
-mod runner;
+mod ops;
 pub mod secrets;
 pub mod steps;
 mod submit;
 mod submit_group;
 mod supervisor;
-pub mod sweep;
+
+pub use engine::sweep;
 
 pub use submit::DatabaseCreate;
 pub use submit_group::GroupAddress;
@@ -116,6 +119,8 @@ pub struct Orchestrator {
     pub(crate) runners: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Step boundaries seam for in-process engine tests ([`failpoint::StepHook`]).
     pub(crate) hook: Option<Arc<dyn failpoint::StepHook>>,
+    /// Maps a persisted action to its operation type (the engine never names one).
+    pub(crate) registry: engine::Registry,
 }
 
 pub(crate) fn store_err(e: StoreError) -> ArmError {
@@ -143,6 +148,7 @@ impl Orchestrator {
             restarts: Arc::default(),
             runners: Arc::default(),
             hook: None,
+            registry: ops::registry,
         }
     }
 

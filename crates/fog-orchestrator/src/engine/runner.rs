@@ -1,8 +1,8 @@
 //! Drives an operation through its steps, persisting after each one.
 
-use crate::steps::{self, Outcome};
+use super::{next_step, percent, Outcome, StepError};
 use crate::{catalog, failpoint, Orchestrator};
-use fog_model::{ArmError, OperationRecord, OperationStatus};
+use fog_model::{OperationRecord, OperationStatus};
 use fog_store::typed::put;
 use fog_store::{Precondition, StoreError, Write};
 use std::time::Duration;
@@ -74,17 +74,19 @@ impl Orchestrator {
             if self.hook_says_crash(&op, true) {
                 return Ok(());
             }
+            let kind = (self.registry)(&op.action);
+            let names = kind.steps(&op.action);
             let result = self.execute_with_retries(&op).await;
             if result.is_ok() && self.hook_says_crash(&op, false) {
                 return Ok(());
             }
             match result {
                 Ok(Outcome::Continue) => {
-                    let Some(next) = steps::next_step(&op.action, &op.step) else {
+                    let Some(next) = next_step(names, &op.step) else {
                         return Ok(());
                     };
                     op.step = next.to_string();
-                    op.percent_complete = Some(steps::percent(&op.action, next));
+                    op.percent_complete = Some(percent(names, next));
                     let w = put(
                         catalog::operation_key(op_id),
                         &op,
@@ -131,8 +133,22 @@ impl Orchestrator {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(operation = op_id, step = %op.step, error = %error, "operation failed; compensating");
-                    let mut writes = steps::compensate(self, &op).await;
+                    tracing::warn!(operation = op_id, step = %op.step, error = %error, "operation failed; undoing");
+                    let mut error = error.into_arm();
+                    let mut writes = match kind.undo(self, &op).await {
+                        Ok(w) => w,
+                        Err(undo) => {
+                            // Said, not swallowed: the operation ends Failed with both
+                            // errors; the sweep releases what stays marked busy.
+                            tracing::error!(operation = op_id, error = %undo, "undo failed");
+                            error.message = format!(
+                                "{} (and undoing it failed: {}; the resource is released as it is)",
+                                error.message,
+                                undo.into_arm().message
+                            );
+                            vec![]
+                        }
+                    };
                     op.status = OperationStatus::Failed;
                     op.end_time = Some(OffsetDateTime::now_utc());
                     op.error = Some(error);
@@ -142,8 +158,9 @@ impl Orchestrator {
                         Precondition::Revision(current.revision),
                     ));
                     if let Err(e) = store.commit(writes).await {
-                        // Compensation writes may conflict; record the failure at least.
-                        tracing::error!(operation = op_id, error = %e, "compensation writes failed");
+                        // Undo writes may conflict; record the failure at least (the sweep
+                        // releases the resource).
+                        tracing::error!(operation = op_id, error = %e, "undo writes failed");
                         let w: Write = put(catalog::operation_key(op_id), &op, Precondition::Any);
                         store.commit(vec![w]).await?;
                     }
@@ -153,12 +170,13 @@ impl Orchestrator {
         }
     }
 
-    async fn execute_with_retries(&self, op: &OperationRecord) -> Result<Outcome, ArmError> {
+    async fn execute_with_retries(&self, op: &OperationRecord) -> Result<Outcome, StepError> {
+        let kind = (self.registry)(&op.action);
         let mut attempt = 1;
         loop {
-            match steps::execute(self, op).await {
+            match kind.execute(self, op).await {
                 Ok(o) => return Ok(o),
-                Err(e) if attempt < self.config.step_attempts && e.status >= 500 => {
+                Err(e) if attempt < self.config.step_attempts && e.retryable() => {
                     tracing::info!(step = %op.step, attempt, error = %e, "retrying step");
                     tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
                     attempt += 1;

@@ -14,31 +14,87 @@
 //! unchanged, a planned failover reports `PlannedFailoverTimedOut`); from `promote` on the
 //! operation only rolls forward.
 
-use crate::catalog;
-use crate::steps::Outcome;
-use crate::{store_err, Orchestrator};
-use fog_model::failover_group::{DataLoss, FailoverReport, ReplicationState, Switch};
+use super::group::Members;
+use super::prelude::*;
+use super::rejoin::{reattach, rejoin_events};
+use fog_model::failover_group::{FailoverReport, ReplicationState, Switch};
 use fog_model::health::{EventKind, GroupEvent};
-use fog_model::Action;
-use fog_model::{ArmError, FailoverGroupRecord, InstanceRecord, OperationRecord};
-use fog_store::typed::{put, Versioned};
-use fog_store::{Precondition, Write};
+use fog_model::{FailoverGroupRecord, InstanceRecord};
+use fog_store::typed::Versioned;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-fn engine(step: &str) -> impl FnOnce(fog_engine::EngineError) -> ArmError + '_ {
-    move |e| {
-        tracing::warn!(step, error = %e, "failover step failed");
-        ArmError::new(500, "OperationFailed", format!("Step '{step}' failed: {e}"))
+step_enum! {
+    pub(crate) enum FailoverStep in "failover" {
+        Fence = "fence",
+        StopOld = "stop_old",
+        CatchUp = "catch_up",
+        Promote = "promote",
+        Route = "route",
+        Rejoin = "rejoin",
+        Link = "link",
+        Finish = "finish",
     }
 }
 
-fn conflict(e: fog_store::StoreError) -> ArmError {
-    store_err(e)
+/// A planned failover runs every step.
+const PLANNED: &[&str] = FailoverStep::NAMES;
+/// A forced failover does not wait for the secondary to catch up.
+const FORCED: &[&str] = &[
+    "failover.fence",
+    "failover.stop_old",
+    "failover.promote",
+    "failover.route",
+    "failover.rejoin",
+    "failover.link",
+    "failover.finish",
+];
+
+/// Planned (`planned: true`) and forced failover.
+pub(crate) struct Failover;
+
+#[async_trait]
+impl OperationType for Failover {
+    fn steps(&self, action: &Action) -> &'static [&'static str] {
+        match action {
+            Action::FailoverGroup { planned: false, .. } => FORCED,
+            _ => PLANNED,
+        }
+    }
+
+    /// Before `promote` a failure is undone; from it on the operation rolls forward.
+    fn point_of_no_return(&self, _: &Action) -> Option<&'static str> {
+        Some(FailoverStep::Promote.name())
+    }
+
+    async fn execute(&self, o: &Orchestrator, op: &OperationRecord) -> Result<Outcome, StepError> {
+        let Action::FailoverGroup { name, planned, .. } = &op.action else {
+            return Err(unknown_step(&op.step));
+        };
+        let m = o.members(name).await?;
+        execute_step(o, op, &m.group, &m.primary, &m.secondary, *planned).await
+    }
+
+    async fn undo(&self, o: &Orchestrator, op: &OperationRecord) -> Result<Vec<Write>, StepError> {
+        let Action::FailoverGroup { name, .. } = &op.action else {
+            return Ok(vec![]);
+        };
+        let m: Members = match o.members(name).await {
+            Ok(m) => m,
+            Err(e) => return Err(e.into()),
+        };
+        if m.group.value.active_operation.as_deref() != Some(op.id.as_str()) {
+            return Ok(vec![]);
+        }
+        let point = self
+            .point_of_no_return(&op.action)
+            .unwrap_or(FailoverStep::Promote.name());
+        Ok(undo_step(o, op, &m.group, &m.primary, &m.secondary, point).await)
+    }
 }
 
 /// Writes the group (CAS) and, optionally, both instance records.
-async fn save(
+pub(super) async fn save(
     o: &Orchestrator,
     group: &Versioned<FailoverGroupRecord>,
     g: &FailoverGroupRecord,
@@ -50,7 +106,7 @@ async fn save(
         Precondition::Revision(group.revision),
     )];
     writes.extend(extra);
-    o.store.commit(writes).await.map(|_| ()).map_err(conflict)
+    o.store.commit(writes).await.map(|_| ()).map_err(store_err)
 }
 
 /// Both instance records with their generation set to `gen`.
@@ -69,15 +125,16 @@ fn with_generation(members: [&Versioned<InstanceRecord>; 2], gen: u64) -> Vec<Wr
         .collect()
 }
 
-pub(crate) async fn execute(
+async fn execute_step(
     o: &Orchestrator,
     op: &OperationRecord,
     group: &Versioned<FailoverGroupRecord>,
     primary: &Versioned<InstanceRecord>,
     secondary: &Versioned<InstanceRecord>,
     planned: bool,
-) -> Result<Outcome, ArmError> {
+) -> Result<Outcome, StepError> {
     let step = op.step.as_str();
+    let which = FailoverStep::parse(step).ok_or_else(|| unknown_step(step))?;
     let agent = o.agent.as_ref();
     let g = &group.value;
     let routed = g.switch.as_ref().is_some_and(|s| s.routed);
@@ -89,8 +146,8 @@ pub(crate) async fn execute(
     };
     let gen = g.generation;
     let timeout = o.config.planned_failover_timeout;
-    match step {
-        "failover.fence" => {
+    match which {
+        FailoverStep::Fence => {
             if g.switch.is_none() && planned {
                 // Only stop the old primary once the secondary is connected and
                 // streaming: the shutdown checkpoint must reach it. Nothing has
@@ -106,7 +163,7 @@ pub(crate) async fn execute(
                     }
                     if tokio::time::Instant::now() >= deadline {
                         tracing::warn!(group = %g.name, "secondary is not streaming; planned failover cannot be lossless");
-                        return Err(ArmError::planned_failover_timed_out());
+                        return Err(ArmError::planned_failover_timed_out().into());
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -135,11 +192,11 @@ pub(crate) async fn execute(
                 tracing::info!(group = %g.name, generation = next.generation, planned, "failover: fenced");
             }
         }
-        "failover.stop_old" => {
+        FailoverStep::StopOld => {
             let spec = o.server_spec(&old.value).await?;
             let mut next = g.clone();
             let Some(switch) = next.switch.as_mut() else {
-                return Err(ArmError::operation_interrupted());
+                return Err(ArmError::operation_interrupted().into());
             };
             if planned {
                 if switch.checkpoint_lsn.is_none() {
@@ -149,7 +206,7 @@ pub(crate) async fn execute(
                         Ok(Ok(st)) if st.clean => switch.checkpoint_lsn = Some(st.checkpoint_lsn),
                         other => {
                             tracing::warn!(group = %g.name, result = ?other.map(|r| r.map(|s| s.clean)), "old primary did not stop cleanly in time");
-                            return Err(ArmError::planned_failover_timed_out());
+                            return Err(ArmError::planned_failover_timed_out().into());
                         }
                     }
                     save(o, group, &next, vec![]).await?;
@@ -164,13 +221,17 @@ pub(crate) async fn execute(
                 }
             }
         }
-        "failover.catch_up" => {
+        FailoverStep::CatchUp => {
             let lsn = g
                 .switch
                 .as_ref()
                 .and_then(|s| s.checkpoint_lsn.clone())
                 .ok_or_else(ArmError::operation_interrupted)?;
             let spec = o.server_spec(&new.value).await?;
+            agent
+                .ensure_running(&spec, gen)
+                .await
+                .map_err(engine_error(step))?;
             let deadline = tokio::time::Instant::now() + timeout;
             loop {
                 match agent.replayed_past(&spec, &lsn).await {
@@ -178,15 +239,23 @@ pub(crate) async fn execute(
                     Ok(false) | Err(_) if tokio::time::Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
-                    _ => return Err(ArmError::planned_failover_timed_out()),
+                    _ => return Err(ArmError::planned_failover_timed_out().into()),
                 }
             }
         }
-        "failover.promote" => {
+        FailoverStep::Promote => {
             let spec = o.server_spec(&new.value).await?;
-            agent.promote(&spec, gen).await.map_err(engine(step))?;
+            // After a restart of fogd the supervisor may still be starting it.
+            agent
+                .ensure_running(&spec, gen)
+                .await
+                .map_err(engine_error(step))?;
+            agent
+                .promote(&spec, gen)
+                .await
+                .map_err(engine_error(step))?;
         }
-        "failover.route" => {
+        FailoverStep::Route => {
             if !routed {
                 let mut next = g.clone();
                 std::mem::swap(&mut next.primary, &mut next.secondary);
@@ -210,7 +279,7 @@ pub(crate) async fn execute(
                 tracing::info!(group = %g.name, primary = %new.value.id.name, generation = gen, "failover: writes routed to the new primary");
             }
         }
-        "failover.rejoin" => {
+        FailoverStep::Rejoin => {
             if !g.secondary_needs_rejoin {
                 return Ok(Outcome::Continue);
             }
@@ -244,11 +313,11 @@ pub(crate) async fn execute(
             });
             save(o, group, &next, events).await?;
         }
-        "failover.link" => {
+        FailoverStep::Link => {
             // `primary` is the new primary once routed.
             o.link_group(&new.value, &old.value).await?;
         }
-        "failover.finish" => {
+        FailoverStep::Finish => {
             let mut next = g.clone();
             if let (Some(s), Some(r)) = (&next.switch, next.last_failover.as_mut()) {
                 r.duration_ms = (OffsetDateTime::now_utc() - s.started)
@@ -292,7 +361,6 @@ pub(crate) async fn execute(
                 ),
             ]));
         }
-        other => return Err(ArmError::internal(format!("unknown step '{other}'"))),
     }
     Ok(Outcome::Continue)
 }
@@ -300,7 +368,7 @@ pub(crate) async fn execute(
 /// After a failed step: before the point of no return the old primary runs again and the
 /// group is as it was (with a new generation, so the listener reopens); after it the roles
 /// stay switched and the old primary is left for a rejoin.
-pub(crate) async fn compensate(
+async fn undo_step(
     o: &Orchestrator,
     op: &OperationRecord,
     group: &Versioned<FailoverGroupRecord>,
@@ -309,12 +377,8 @@ pub(crate) async fn compensate(
     point_of_no_return: &str,
 ) -> Vec<Write> {
     let g = &group.value;
-    let names = crate::steps::step_names(&op.action);
-    let reached = |s: &str| {
-        let at = names.iter().position(|n| *n == op.step.as_str());
-        let p = names.iter().position(|n| *n == s);
-        matches!((at, p), (Some(a), Some(p)) if a >= p)
-    };
+    let names = Failover.steps(&op.action);
+    let reached = |s: &str| reached(names, op, s);
     let routed = g.switch.as_ref().is_some_and(|s| s.routed);
     let mut next = g.clone();
     next.active_operation = None;
@@ -424,198 +488,11 @@ async fn move_databases(
     Ok(writes)
 }
 
-fn event(g: &FailoverGroupRecord, kind: EventKind, generation: u64, message: String) -> Write {
+pub(super) fn event(
+    g: &FailoverGroupRecord,
+    kind: EventKind,
+    generation: u64,
+    message: String,
+) -> Write {
     catalog::event_write(&g.name, &GroupEvent::new(kind, generation, message))
-}
-
-/// Events that tell how a former primary came back, and what it lost.
-fn rejoin_events(
-    g: &FailoverGroupRecord,
-    old: &str,
-    outcome: &str,
-    loss: Option<&DataLoss>,
-) -> Vec<Write> {
-    let mut writes = Vec::new();
-    if let Some(l) = loss {
-        writes.push(event(
-            g,
-            EventKind::DataLoss,
-            g.generation,
-            format!(
-                "{old} had {} bytes of WAL the new primary never received ({} to {}); those transactions are lost",
-                l.bytes, l.from_lsn, l.to_lsn
-            ),
-        ));
-    }
-    if outcome.starts_with("rejoin failed") {
-        writes.push(event(
-            g,
-            EventKind::RejoinFailed,
-            g.generation,
-            format!(
-                "{old} could not be re-attached yet ({outcome}); fogd retries when it is reachable"
-            ),
-        ));
-    } else {
-        writes.push(event(
-            g,
-            EventKind::OldPrimaryRejoined,
-            g.generation,
-            format!("{old} re-attached as the secondary ({outcome})"),
-        ));
-    }
-    writes
-}
-
-/// Re-attaches the former primary `old` as a standby of `new`: a clean follow after a
-/// planned switch, otherwise pg_rewind (re-seeding when rewinding is impossible). Returns
-/// how it went (`followed`, `rewound`, `reseeded` or `rejoin failed: …`) and the WAL the
-/// old primary had that the new one lacks.
-async fn reattach(
-    o: &Orchestrator,
-    g: &FailoverGroupRecord,
-    old: &InstanceRecord,
-    new: &InstanceRecord,
-    clean: bool,
-) -> Result<(String, Option<DataLoss>), ArmError> {
-    let agent = o.agent.as_ref();
-    let gen = g.generation;
-    let step = "rejoin";
-    let old_spec = o.server_spec(old).await?;
-    let new_spec = o.server_spec(new).await?;
-    let source = o.replication_source(new, &old.uid, &g.slot).await?;
-    agent
-        .ensure_slot(&new_spec, &g.slot, new.generation)
-        .await
-        .map_err(engine(step))?;
-    let (outcome, loss) = if clean {
-        match agent.follow(&old_spec, &source, gen).await {
-            Ok(()) => ("followed".to_string(), None),
-            Err(e) => (format!("rejoin failed: {e}"), None),
-        }
-    } else {
-        match agent
-            .rewind_and_follow(&old_spec, &new_spec, &source, gen)
-            .await
-        {
-            Ok(r) => {
-                let loss = match (&r.diverged_at, &r.old_end) {
-                    (Some(from), Some(to)) if r.lost_bytes > 0 => Some(DataLoss {
-                        from_lsn: from.clone(),
-                        to_lsn: to.clone(),
-                        bytes: r.lost_bytes,
-                    }),
-                    _ => None,
-                };
-                let how = if r.reseeded { "reseeded" } else { "rewound" };
-                (how.to_string(), loss)
-            }
-            Err(e) => (format!("rejoin failed: {e}"), None),
-        }
-    };
-    // The old slot (for the former secondary) is useless on the new standby.
-    let _ = agent
-        .drop_slot(
-            &old_spec,
-            &format!("fogd_{}", new.uid),
-            old.generation.max(gen),
-        )
-        .await;
-    Ok((outcome, loss))
-}
-
-/// Replaces the secondary's data with a fresh base backup of the primary: the repair of a
-/// standby that rewinding did not bring back to streaming.
-async fn reseed_secondary(
-    o: &Orchestrator,
-    g: &FailoverGroupRecord,
-    secondary: &InstanceRecord,
-    primary: &InstanceRecord,
-) -> Result<(String, Option<DataLoss>), ArmError> {
-    let spec = o.server_spec(secondary).await?;
-    let primary_spec = o.server_spec(primary).await?;
-    let source = o
-        .replication_source(primary, &secondary.uid, &g.slot)
-        .await?;
-    o.agent
-        .ensure_slot(&primary_spec, &g.slot, primary.generation)
-        .await
-        .map_err(engine("rejoin"))?;
-    let outcome = match o.agent.reseed_standby(&spec, &source, g.generation).await {
-        Ok(()) => "reseeded".to_string(),
-        Err(e) => format!("rejoin failed: {e}"),
-    };
-    Ok((outcome, None))
-}
-
-/// Steps of [`Action::RejoinGroup`]: the group's `secondary` is a former primary.
-///
-/// | step | does |
-/// | --- | --- |
-/// | `rejoin.fence` | stop it at once if it runs (it may have come back writable on its old history) |
-/// | `rejoin.rewind` | pg_rewind onto the primary's history (re-seed if impossible) and follow |
-/// | `rejoin.link` | point `sp_wait_for_database_copy_sync` on the primary at it |
-/// | `rejoin.finish` | clear `secondary_needs_rejoin`, report what it lost |
-pub(crate) async fn rejoin(
-    o: &Orchestrator,
-    op: &OperationRecord,
-    group: &Versioned<FailoverGroupRecord>,
-    primary: &Versioned<InstanceRecord>,
-    secondary: &Versioned<InstanceRecord>,
-) -> Result<Outcome, ArmError> {
-    let g = &group.value;
-    let step = op.step.as_str();
-    match step {
-        "rejoin.fence" => {
-            let spec = o.server_spec(&secondary.value).await?;
-            o.agent
-                .kill(&spec, g.generation)
-                .await
-                .map_err(engine(step))?;
-        }
-        "rejoin.rewind" => {
-            if g.secondary_needs_rejoin {
-                let reseed = matches!(op.action, Action::RejoinGroup { reseed: true, .. });
-                let (outcome, loss) = if reseed {
-                    reseed_secondary(o, g, &secondary.value, &primary.value).await?
-                } else {
-                    reattach(o, g, &secondary.value, &primary.value, false).await?
-                };
-                if outcome.starts_with("rejoin failed") {
-                    return Err(ArmError::new(500, "OperationFailed", outcome));
-                }
-                let mut next = g.clone();
-                next.secondary_needs_rejoin = false;
-                // A former primary's late re-attach completes the last failover's report;
-                // the repair of a secondary that stalled later is not part of it.
-                if let Some(r) = next
-                    .last_failover
-                    .as_mut()
-                    .filter(|r| r.old_primary.starts_with("rejoin failed"))
-                {
-                    r.old_primary = format!("{outcome} (later)");
-                    if r.data_loss.is_none() {
-                        r.data_loss = loss.clone();
-                    }
-                }
-                let events = rejoin_events(g, &secondary.value.id.name, &outcome, loss.as_ref());
-                save(o, group, &next, events).await?;
-            }
-        }
-        "rejoin.link" => {
-            o.link_group(&primary.value, &secondary.value).await?;
-        }
-        "rejoin.finish" => {
-            let mut next = g.clone();
-            next.active_operation = None;
-            next.replication_state = ReplicationState::CatchUp;
-            return Ok(Outcome::Finished(vec![put(
-                catalog::group_key(&g.name),
-                &next,
-                Precondition::Revision(group.revision),
-            )]));
-        }
-        other => return Err(ArmError::internal(format!("unknown step '{other}'"))),
-    }
-    Ok(Outcome::Continue)
 }
