@@ -48,8 +48,9 @@ pub fn format_lsn(lsn: u64) -> String {
 }
 
 /// What a simulated server is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Role {
+    #[default]
     Primary,
     Standby {
         source_port: u16,
@@ -59,7 +60,7 @@ pub enum Role {
 }
 
 /// One simulated server (a snapshot of it, from [`SimAgent::server`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SimServer {
     pub uid: String,
     pub port: u16,
@@ -102,27 +103,11 @@ impl SimServer {
         Self {
             uid: uid.to_string(),
             port,
-            initialized: false,
-            has_data: false,
-            running: false,
             clean_stop: true,
-            role: Role::Primary,
             timeline: 1,
-            history: Vec::new(),
             lsn: INITIAL_LSN,
             checkpoint: INITIAL_LSN,
-            shutdown_end: None,
-            streaming: false,
-            databases: BTreeSet::new(),
-            logins: BTreeSet::new(),
-            replication_role: false,
-            slots: BTreeSet::new(),
-            fence: 0,
-            geo_links: BTreeMap::new(),
-            sync_standby: None,
-            seeded_from: None,
-            paused: false,
-            isolated: false,
+            ..Default::default()
         }
     }
 

@@ -250,6 +250,9 @@ enum Mode {
     Fail(usize),
     /// The step's n-th state-changing agent call acts, then reports an error.
     LoseReply(usize),
+    /// From the step on, every state-changing agent call fails until the operation
+    /// ended (its compensation included); then the agent recovers.
+    Outage,
 }
 
 type Case = (Scenario, &'static str, Mode);
@@ -276,6 +279,9 @@ fn plan(census: &Census) -> Vec<Case> {
         cases.push((s, step, Mode::CrashAfter));
         cases.extend((0..any.max(1)).map(|n| (s, step, Mode::Fail(n))));
         cases.extend((0..changes).map(|n| (s, step, Mode::LoseReply(n))));
+        if changes > 0 {
+            cases.push((s, step, Mode::Outage));
+        }
     }
     cases
 }
@@ -390,6 +396,7 @@ impl StepHook for Hook {
                 self.sim
                     .inject_after(Calls::Changes, None, n, 1, Fault::LoseReply)
             }
+            Mode::Outage => self.sim.fail(Calls::Changes, None, usize::MAX),
         }
         HookAction::Continue
     }
@@ -406,8 +413,15 @@ impl StepHook for Hook {
                 HookAction::Crash
             }
             Mode::CrashBefore => HookAction::Continue,
-            Mode::Fail(_) | Mode::LoseReply(_) => {
-                let fired = self.sim.armed_faults() == 0;
+            Mode::Fail(_) | Mode::LoseReply(_) | Mode::Outage => {
+                let fired = if mode == Mode::Outage {
+                    self.sim
+                        .calls()
+                        .iter()
+                        .any(|c| matches!(&c.outcome, Some(Err(e)) if e.contains("injected")))
+                } else {
+                    self.sim.armed_faults() == 0
+                };
                 self.sim.clear_faults();
                 if fired {
                     self.tolerated.store(true, Ordering::SeqCst);
@@ -542,6 +556,19 @@ struct World {
     hook: Arc<Hook>,
     key: [u8; 32],
     o: Orchestrator,
+}
+
+/// How much of the world [`World::check`] looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    /// The records alone: nothing busy, memberships and database records that agree,
+    /// generations that never went back.
+    Records,
+    /// And the servers as the records say (right after an operation).
+    Servers,
+    /// And what health rounds and supervisor passes restore: the secondary streams from
+    /// the primary and is linked.
+    Healed,
 }
 
 /// Generations before a case.
@@ -838,13 +865,17 @@ impl World {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             self.quiesce().await;
-            if self.check(&Snapshot::default(), true).await.is_empty() {
+            if self
+                .check(&Snapshot::default(), Level::Healed)
+                .await
+                .is_empty()
+            {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
                 "the world never healed: {:?}\n{}",
-                self.check(&Snapshot::default(), true).await,
+                self.check(&Snapshot::default(), Level::Healed).await,
                 self.dump().await
             );
             self.o.supervise(false).await;
@@ -853,9 +884,9 @@ impl World {
         }
     }
 
-    /// What is wrong with the world (empty: consistent). `healed` adds what must hold once
-    /// health rounds had their chance: the secondary streams and is linked.
-    async fn check(&self, before: &Snapshot, healed: bool) -> Vec<String> {
+    /// What is wrong with the world at `level` (empty: consistent).
+    async fn check(&self, before: &Snapshot, level: Level) -> Vec<String> {
+        let servers_too = level >= Level::Servers;
         let mut bad = Vec::new();
         let st = self.st();
         let instances: Vec<InstanceRecord> = catalog::all_instances(st)
@@ -911,6 +942,7 @@ impl World {
         for i in &instances {
             let name = &i.id.name;
             match servers.get(&i.uid) {
+                _ if !servers_too => {}
                 Some(s) if s.initialized => {
                     if s.fence > i.generation {
                         bad.push(format!(
@@ -946,7 +978,7 @@ impl World {
             }
         }
         for uid in servers.keys() {
-            if !by_uid.contains_key(uid.as_str()) {
+            if servers_too && !by_uid.contains_key(uid.as_str()) {
                 bad.push(format!("server {uid} has no instance record (orphan)"));
             }
         }
@@ -955,7 +987,7 @@ impl World {
         let mut secondaries = HashSet::new();
         for g in &groups {
             secondaries.insert(g.secondary.uid.clone());
-            if let (Some(b), true) = (before.group, g.generation < before.group.unwrap_or(0)) {
+            if let Some(b) = before.group.filter(|b| g.generation < *b) {
                 bad.push(format!("group generation went back {b} → {}", g.generation));
             }
             let (Some(p), Some(s)) = (servers.get(&g.primary.uid), servers.get(&g.secondary.uid))
@@ -977,6 +1009,9 @@ impl World {
                     ));
                 }
             }
+            if !servers_too {
+                continue;
+            }
             if !(p.running && p.is_primary()) {
                 bad.push(format!(
                     "group primary {} is not a writable server (running {}, {:?})",
@@ -989,7 +1024,7 @@ impl World {
                     g.secondary.instance.name
                 ));
             }
-            if healed {
+            if level == Level::Healed {
                 let app = format!("fogd_{}", g.secondary.uid);
                 let follows =
                     matches!(&s.role, Role::Standby { source_port, .. } if *source_port == p.port);
@@ -1031,7 +1066,10 @@ impl World {
                     d.name
                 ));
             }
-            if i.provisioning_state == ProvisioningState::Failed {
+            if d.status != DatabaseStatus::Online {
+                bad.push(format!("database {} left {:?}", d.name, d.status));
+            }
+            if i.provisioning_state == ProvisioningState::Failed || !servers_too {
                 continue;
             }
             if !servers
@@ -1043,12 +1081,9 @@ impl World {
                     d.name, i.id.name
                 ));
             }
-            if d.status != DatabaseStatus::Online {
-                bad.push(format!("database {} left {:?}", d.name, d.status));
-            }
         }
         for i in &instances {
-            if secondaries.contains(&i.uid) {
+            if secondaries.contains(&i.uid) || !servers_too {
                 continue;
             }
             let Some(s) = servers.get(&i.uid).filter(|s| s.is_primary()) else {
@@ -1096,14 +1131,21 @@ impl World {
         let ok = status == OperationStatus::Succeeded;
         let server = |uid: &str| self.sim.server(uid);
         match s {
-            Scenario::CreateInstance => {
-                let rec = self.instance("mi-new").await;
-                assert_eq!(rec.is_some(), ok, "{s:?} {status:?}: record {rec:?}");
-                if let Some(rec) = rec {
+            Scenario::CreateInstance => match self.instance("mi-new").await {
+                Some(rec) if ok => {
                     let srv = server(&rec.uid).expect("server");
                     assert!(srv.running && srv.logins.contains("fogadmin"), "{srv:?}");
                 }
-            }
+                // A failed create removes its server and record — or, when the server
+                // could not be removed, keeps the record, Failed, for a DELETE to finish.
+                Some(rec) => {
+                    assert_eq!(rec.provisioning_state, ProvisioningState::Failed);
+                    let op = self.o.delete_instance(&rec.id, API).await.expect("delete");
+                    self.succeeded(&op.expect("exists").id).await;
+                    assert!(server(&rec.uid).is_none(), "the DELETE removed the server");
+                }
+                None => assert!(!ok, "created, yet no record"),
+            },
             Scenario::UpdateInstance => {
                 let rec = self.instance("mi-east").await.expect("mi-east");
                 assert_eq!(rec.tags.contains_key("case"), ok, "{rec:?}");
@@ -1300,7 +1342,7 @@ async fn run_case(case: Case, bases: Arc<Bases>) -> Outcome {
             );
             done
         }
-        Mode::Fail(_) | Mode::LoseReply(_) => {
+        Mode::Fail(_) | Mode::LoseReply(_) | Mode::Outage => {
             let done = w.wait_op(&op.id).await;
             w.hook.disarm();
             w.sim.clear_faults();
@@ -1318,7 +1360,15 @@ async fn run_case(case: Case, bases: Arc<Bases>) -> Outcome {
         sweep.resumed.is_empty() && sweep.released.is_empty(),
         "{sweep:?}"
     );
-    let problems = w.check(&before, false).await;
+    // After an outage that outlasted the operation, the servers may still be as the
+    // outage left them (an old primary its compensation could not restart): the records
+    // must be right at once, the servers once healed.
+    let level = if mode == Mode::Outage {
+        Level::Records
+    } else {
+        Level::Servers
+    };
+    let problems = w.check(&before, level).await;
     assert!(
         problems.is_empty(),
         "inconsistent right after the operation ({:?}: {:?}): {problems:#?}\n{}",
@@ -1332,7 +1382,7 @@ async fn run_case(case: Case, bases: Arc<Bases>) -> Outcome {
     };
     w.expect_effect(scenario, done.status, east_end).await;
     w.heal().await;
-    let problems = w.check(&before, true).await;
+    let problems = w.check(&before, Level::Healed).await;
     assert!(problems.is_empty(), "after healing: {problems:#?}");
     if scenario == Scenario::Rejoin {
         // The late rejoin completes the forced failover's report with what mi-east lost.
@@ -1640,7 +1690,7 @@ async fn a_conflicting_compensation_is_unwedged_by_the_sweep() {
     let rec = w.instance("mi-solo").await.expect("solo");
     assert_eq!(rec.active_operation, None);
     assert_eq!(rec.provisioning_state, ProvisioningState::Succeeded);
-    let problems = w.check(&Snapshot::default(), false).await;
+    let problems = w.check(&Snapshot::default(), Level::Servers).await;
     assert!(problems.is_empty(), "{problems:?}");
 }
 
@@ -1674,7 +1724,10 @@ async fn a_store_error_inside_compensation_is_unwedged_by_the_sweep() {
     assert_eq!(w.store.left(), 0, "the compensation's read failed");
     let sweep = w.o.sweep_operations().await.expect("sweep");
     assert_eq!(sweep.released, vec![key.clone()]);
-    assert!(w.check(&Snapshot::default(), false).await.is_empty());
+    assert!(w
+        .check(&Snapshot::default(), Level::Servers)
+        .await
+        .is_empty());
 
     // The commit of the compensation fails, and so does its fallback.
     let w = World::build(false).await;
@@ -1707,7 +1760,10 @@ async fn a_store_error_inside_compensation_is_unwedged_by_the_sweep() {
     let sweep = w.o.sweep_operations().await.expect("sweep");
     assert_eq!(sweep.resumed, vec![op.id.clone()]);
     w.succeeded(&op.id).await;
-    assert!(w.check(&Snapshot::default(), false).await.is_empty());
+    assert!(w
+        .check(&Snapshot::default(), Level::Servers)
+        .await
+        .is_empty());
 }
 
 /// Wedge (c): a finish that keeps conflicting. The runner gives up after its retries and
@@ -1749,7 +1805,10 @@ async fn a_finish_that_keeps_conflicting_is_resumed_by_the_sweep() {
             .map(String::as_str),
         Some("updated")
     );
-    assert!(w.check(&Snapshot::default(), false).await.is_empty());
+    assert!(w
+        .check(&Snapshot::default(), Level::Servers)
+        .await
+        .is_empty());
 }
 
 async fn update_solo(w: &World, password: bool) -> OperationRecord {
@@ -1791,7 +1850,10 @@ async fn a_planned_failover_to_a_lagging_secondary_times_out_and_undoes() {
     assert_eq!(g.primary.uid, east);
     assert_eq!(g.generation, gen + 2, "fence, then undo");
     assert!(w.sim.server(&east).expect("east").running);
-    assert!(w.check(&Snapshot::default(), false).await.is_empty());
+    assert!(w
+        .check(&Snapshot::default(), Level::Servers)
+        .await
+        .is_empty());
     w.sim.set_paused(&west, false);
     w.heal().await;
 }
@@ -1813,7 +1875,10 @@ async fn a_planned_failover_gives_up_on_a_hung_shutdown() {
         Some("PlannedFailoverTimedOut")
     );
     assert_eq!(w.group().await.expect("group").primary.uid, east);
-    assert!(w.check(&Snapshot::default(), false).await.is_empty());
+    assert!(w
+        .check(&Snapshot::default(), Level::Servers)
+        .await
+        .is_empty());
     w.heal().await;
 }
 
