@@ -1515,6 +1515,15 @@ async fn every_step_of_every_operation_crashes_and_fails_cleanly() {
             eprintln!("{s:?}: {n}, {failed}, {tolerated}, {unfaulted}, {slowest:?}");
         }
     }
+    let kinds = |f: fn(&Mode) -> bool| cases.iter().filter(|c| f(&c.2)).count();
+    eprintln!(
+        "modes: {} crash before, {} crash after, {} failed call, {} lost reply, {} outage",
+        kinds(|m| *m == Mode::CrashBefore),
+        kinds(|m| *m == Mode::CrashAfter),
+        kinds(|m| matches!(m, Mode::Fail(_))),
+        kinds(|m| matches!(m, Mode::LoseReply(_))),
+        kinds(|m| *m == Mode::Outage),
+    );
     eprintln!(
         "{} cases in {:?} ({} failed)",
         cases.len(),
