@@ -4,10 +4,14 @@
 //! have one). Every [`SWEEP_INTERVAL`] the sweep
 //! - resumes every unfinished operation that no runner drives (a runner that gave up after
 //!   repeated conflicts, or one that stopped on a store error), and
-//! - clears every busy marker (`active_operation`) that points at an operation that has
-//!   finished or does not exist — what a compensation whose writes conflicted leaves behind.
-//!   A database whose creation never finished is removed (its server-side database, if
-//!   any, dropped); other resources are released in the state their record states.
+//! - for a resource still marked busy by an operation that *failed* (its undo's writes
+//!   conflicted, or the store failed under it), runs that operation's undo again — so a
+//!   failover that failed before its point of no return gets its old primary back rather
+//!   than staying half-switched — and
+//! - clears every busy marker (`active_operation`) that still points at an operation that
+//!   has finished or does not exist. A database whose creation never finished is removed
+//!   (its server-side database, if any, dropped); other resources are released in the state
+//!   their record states.
 //!
 //! Every write is a compare-and-swap on the revision read, so the sweep never overwrites
 //! what a runner just did.
@@ -32,6 +36,8 @@ pub struct SweepReport {
     pub resumed: Vec<String>,
     /// Store keys whose stale busy marker was cleared (or whose record was removed).
     pub released: Vec<String>,
+    /// Failed operations whose undo ran again because their resource stayed busy.
+    pub undone: Vec<String>,
 }
 
 impl Orchestrator {
@@ -49,6 +55,29 @@ impl Orchestrator {
                 tracing::warn!(operation = %op.id, step = %op.step, "resuming an operation no runner drives");
                 self.spawn(op.id.clone());
                 report.resumed.push(op.id.clone());
+            }
+        }
+        // A resource still marked busy by an operation that failed is given that operation's
+        // undo once more (undo is idempotent and checks that the operation still owns the
+        // resource): a failover that failed before its point of no return gets its old
+        // primary back rather than staying half-switched. What that does not settle is
+        // released below as the record states it.
+        for op in ops.values() {
+            if op.status == fog_model::OperationStatus::Failed
+                && self.still_marked_busy_by(op).await
+            {
+                match (self.registry)(&op.action).undo(self, op).await {
+                    Ok(writes) if !writes.is_empty() => {
+                        if self.release(writes).await {
+                            tracing::warn!(operation = %op.id, "undid a failed operation whose resource stayed busy");
+                            report.undone.push(op.id.clone());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(operation = %op.id, error = %e, "undo of a failed operation failed again")
+                    }
+                }
             }
         }
         // A marker is stale when its operation is finished or missing.
@@ -127,6 +156,39 @@ impl Orchestrator {
             tracing::warn!(key, "released a resource left busy by a finished operation");
         }
         Ok(report)
+    }
+
+    /// Whether a resource of `op` is still marked busy by it (read now).
+    async fn still_marked_busy_by(&self, op: &OperationRecord) -> bool {
+        use fog_model::Action;
+        let store = self.store.as_ref();
+        let marked = |a: Option<String>| a.as_deref() == Some(op.id.as_str());
+        match &op.action {
+            Action::CreateInstance { instance, .. }
+            | Action::UpdateInstance { instance, .. }
+            | Action::DeleteInstance { instance } => catalog::instance(store, instance)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|i| marked(i.value.active_operation)),
+            Action::CreateDatabase { instance, database }
+            | Action::DeleteDatabase { instance, database } => {
+                catalog::database(store, instance, database)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|d| marked(d.value.active_operation))
+            }
+            Action::CreateFailoverGroup { name }
+            | Action::UpdateFailoverGroup { name, .. }
+            | Action::DeleteFailoverGroup { name }
+            | Action::FailoverGroup { name, .. }
+            | Action::RejoinGroup { name, .. } => catalog::group(store, name)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|g| marked(g.value.active_operation)),
+        }
     }
 
     async fn release(&self, writes: Vec<Write>) -> bool {
