@@ -16,6 +16,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use fog_model::api_version::{self, ResourceType};
 use fog_model::failover_group::{GroupBody, ListenerAddresses, ReplicationState};
 use fog_model::{body, ArmError, ManagedInstanceId, OperationRecord, OperationStatus};
 use fog_model::{FailoverGroupRecord, Side};
@@ -114,6 +115,9 @@ async fn guarded(
 ) -> Result<Response, ArmError> {
     let size = head_bytes(&req);
     if size > api.config.max_header_bytes {
+        // Read the body first: over HTTP/2 an answer sent while the client still sends
+        // is followed by a reset of the stream, which clients may see instead of it.
+        let _ = read_body(req.into_body(), api.config.max_body_bytes).await;
         return Err(ArmError::request_headers_too_large(
             size,
             api.config.max_header_bytes,
@@ -254,6 +258,12 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ArmError> {
+    // The whole body is read before anything is answered, errors included: over HTTP/2, a
+    // response sent while the client is still sending is followed by a reset of the stream
+    // (RST_STREAM), and clients such as curl then report the stream as failed instead of
+    // the answer. Errors keep their precedence: the body's own (too large, unreadable)
+    // come after authentication, path and api-version.
+    let body = read_body(body, api.config.max_body_bytes).await;
     authenticate(headers, &api.config.admin_token)?;
     if uri.path() == "/metrics" && *method == Method::GET {
         if let Some(render) = &api.config.metrics {
@@ -270,12 +280,17 @@ async fn handle(
     }
     let route = route::parse(uri.path())?;
     let api_version = query_param(uri, "api-version");
-    // Polling URLs are dereferenced as given; their api-version is not checked.
-    let api_version = match &route {
-        Route::Operation { .. } => api_version.unwrap_or_else(|| "2025-01-01".into()),
-        _ => fog_model::api_version::check(api_version.as_deref())?.to_string(),
+    // Polling URLs are dereferenced as given; their api-version is not checked (the
+    // operation's own version shapes what they return).
+    let api_version = match route.resource_type() {
+        None => api_version.unwrap_or_else(|| api_version::LATEST_STABLE.into()),
+        Some(t) => api_version::check(api_version.as_deref(), t)?.to_string(),
     };
-    let body = read_body(body, api.config.max_body_bytes, method).await?;
+    // Only PUT, PATCH and POST have a body to speak of; another method's is ignored.
+    let body = match matches!(*method, Method::PUT | Method::PATCH | Method::POST) {
+        true => body?,
+        false => Bytes::new(),
+    };
     let ctx = Ctx {
         api,
         base: api.config.base_url.trim_end_matches('/').to_string(),
@@ -294,13 +309,24 @@ async fn handle(
                 .map_err(store_err)?;
             let value: Vec<_> = list
                 .iter()
-                .map(|r| r.view(&api.config.dns_suffix))
+                .map(|r| {
+                    ctx.shaped(
+                        ResourceType::ManagedInstances,
+                        r.view(&api.config.dns_suffix),
+                    )
+                })
                 .collect();
             Ok(json(StatusCode::OK, serde_json::json!({ "value": value })))
         }
         (Method::GET, Route::Instance(id)) => {
             let rec = ctx.instance(&id).await?;
-            Ok(json(StatusCode::OK, rec.view(&api.config.dns_suffix)))
+            Ok(json(
+                StatusCode::OK,
+                ctx.shaped(
+                    ResourceType::ManagedInstances,
+                    rec.view(&api.config.dns_suffix),
+                ),
+            ))
         }
         (Method::PUT, Route::Instance(id)) => ctx.put_instance(id, &body).await,
         (Method::PATCH, Route::Instance(id)) => {
@@ -320,32 +346,26 @@ async fn handle(
             }
         }
         (Method::GET, Route::Databases(id)) => {
-            let inst = ctx.instance(&id).await?;
+            let inst = ctx.parent(&id).await?;
             let list = catalog::databases_of_group_member(api.orch.store().as_ref(), &inst)
                 .await
                 .map_err(store_err)?;
             let fog_id = ctx.group_id_seen_from(&inst).await?;
             let value: Vec<_> = list
                 .iter()
-                .map(|d| d.value.view_as(&inst.id, &inst.location, fog_id.as_deref()))
+                .map(|d| {
+                    ctx.shaped(
+                        ResourceType::ManagedDatabases,
+                        d.value.view_as(&inst.id, &inst.location, fog_id.as_deref()),
+                    )
+                })
                 .collect();
             Ok(json(StatusCode::OK, serde_json::json!({ "value": value })))
         }
         (Method::GET, Route::Database(id, db)) => {
-            let inst = ctx.instance(&id).await?;
-            let list = catalog::databases_of_group_member(api.orch.store().as_ref(), &inst)
-                .await
-                .map_err(store_err)?;
-            let rec = list
-                .into_iter()
-                .find(|d| d.value.name.eq_ignore_ascii_case(&db))
-                .ok_or_else(|| ArmError::managed_database_not_found(&db))?;
-            let fog_id = ctx.group_id_seen_from(&inst).await?;
-            Ok(json(
-                StatusCode::OK,
-                rec.value
-                    .view_as(&inst.id, &inst.location, fog_id.as_deref()),
-            ))
+            let inst = ctx.parent(&id).await?;
+            let view = ctx.database_seen_from(&inst, &db).await?;
+            Ok(json(StatusCode::OK, view))
         }
         (Method::GET, Route::FailoverGroups { scope, location }) => {
             ctx.list_groups(&scope, &location, uri).await
@@ -386,14 +406,15 @@ async fn handle(
         ) => {
             let spec = body::parse::<GroupBody>(&body)
                 .map_err(|e| {
-                    // An unparsable body is the catalogue's "empty or invalid" error.
+                    // An unparsable body (empty, malformed or cut short) is the
+                    // catalogue's "empty or invalid" error.
                     if e.target.is_none() {
                         ArmError::ifog_invalid_request()
                     } else {
                         e
                     }
                 })?
-                .into_spec(api.orch.config().min_grace_minutes)?;
+                .into_spec_for(api.orch.config().min_grace_minutes, &ctx.api_version)?;
             let addr = GroupAddress { scope, location };
             let op = api
                 .orch
@@ -437,20 +458,52 @@ async fn handle(
         }
         (Method::PUT, Route::Database(id, db)) => {
             fog_model::names::validate_database_name(&db)?;
-            let inst = ctx.instance(&id).await?;
-            let spec = body::parse::<fog_model::database::DatabaseBody>(&body)?
-                .into_create_spec(&inst.location)?;
+            let inst = ctx.parent(&id).await?;
+            let parsed = body::parse::<fog_model::database::DatabaseBody>(&body)?;
+            // PUT on an existing database replaces what may change (its tags).
+            if let Some(existing) = catalog::database(api.orch.store().as_ref(), &id, &db)
+                .await
+                .map_err(store_err)?
+            {
+                let changes = parsed.into_changes(&existing.value, true)?;
+                let op = api
+                    .orch
+                    .update_database(&id, &db, changes, &ctx.api_version)
+                    .await?;
+                return Ok(ctx.accepted(&op));
+            }
+            let spec = parsed.into_create_spec(&inst.location)?;
             match api
                 .orch
                 .create_database(&id, &db, spec, &ctx.api_version)
                 .await?
             {
                 DatabaseCreate::Started(op) => Ok(ctx.accepted(&op)),
-                DatabaseCreate::Exists(rec) => Ok(json(StatusCode::OK, rec.view())),
+                DatabaseCreate::Exists(rec) => Ok(json(
+                    StatusCode::OK,
+                    ctx.shaped(ResourceType::ManagedDatabases, rec.view()),
+                )),
             }
         }
+        (Method::PATCH, Route::Database(id, db)) => {
+            ctx.parent(&id).await?;
+            let parsed = body::parse::<fog_model::database::DatabaseBody>(&body)?;
+            let changes = match catalog::database(api.orch.store().as_ref(), &id, &db)
+                .await
+                .map_err(store_err)?
+            {
+                Some(existing) => parsed.into_changes(&existing.value, false)?,
+                // Not this instance's: the orchestrator refuses it through a geo-secondary
+                // (the database is its primary's), else reports it missing.
+                None => Default::default(),
+            };
+            let op = api
+                .orch
+                .update_database(&id, &db, changes, &ctx.api_version)
+                .await?;
+            Ok(ctx.accepted(&op))
+        }
         (Method::DELETE, Route::Database(id, db)) => {
-            ctx.instance(&id).await?;
             match api.orch.delete_database(&id, &db, &ctx.api_version).await? {
                 Some(op) => Ok(ctx.accepted(&op)),
                 None => Ok(StatusCode::NO_CONTENT.into_response()),
@@ -471,6 +524,11 @@ async fn handle(
                 .map(|v| v.value)
                 .filter(|op| op.kind == kind && op.scope.subscription == subscription)
                 .ok_or_else(ArmError::operation_id_not_found)?;
+            // What the operation returns is shaped by the version that started it.
+            let ctx = Ctx {
+                api_version: op.api_version.clone(),
+                ..ctx
+            };
             match view {
                 OperationView::Status => ctx.operation_status(&op).await,
                 OperationView::Result => ctx.operation_result(&op).await,
@@ -481,12 +539,10 @@ async fn handle(
 }
 
 /// Reads at most `limit` bytes. An oversized body is still drained (up to a hard cap) so
-/// that HTTP/1.1 clients, which write the whole body before reading, receive the 413.
-async fn read_body(mut body: Body, limit: usize, method: &Method) -> Result<Bytes, ArmError> {
+/// that HTTP/1.1 clients, which write the whole body before reading, receive the 413, and
+/// HTTP/2 clients get it before the stream ends.
+async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, ArmError> {
     use http_body_util::BodyExt;
-    if !matches!(*method, Method::PUT | Method::PATCH | Method::POST) {
-        return Ok(Bytes::new());
-    }
     let drain_cap = limit.saturating_mul(16).max(16 * 1024 * 1024);
     let mut buf = Vec::new();
     let mut seen = 0usize;
@@ -521,6 +577,42 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// `value` (one resource of type `t`) as the request's api-version defines it.
+    fn shaped(&self, t: ResourceType, mut value: serde_json::Value) -> serde_json::Value {
+        api_version::shape(t, &self.api_version, &mut value);
+        value
+    }
+
+    /// The managed instance a child resource is addressed under: `ParentResourceNotFound`
+    /// when it does not exist.
+    async fn parent(&self, id: &ManagedInstanceId) -> Result<fog_model::InstanceRecord, ArmError> {
+        self.instance(id).await.map_err(|e| match e.status {
+            404 => ArmError::parent_resource_not_found(&id.name),
+            _ => e,
+        })
+    }
+
+    /// A database as seen through `inst` (a group member sees its partner's too), or 404.
+    async fn database_seen_from(
+        &self,
+        inst: &fog_model::InstanceRecord,
+        db: &str,
+    ) -> Result<serde_json::Value, ArmError> {
+        let list = catalog::databases_of_group_member(self.api.orch.store().as_ref(), inst)
+            .await
+            .map_err(store_err)?;
+        let rec = list
+            .into_iter()
+            .find(|d| d.value.name.eq_ignore_ascii_case(db))
+            .ok_or_else(|| ArmError::managed_database_not_found(db))?;
+        let fog_id = self.group_id_seen_from(inst).await?;
+        Ok(self.shaped(
+            ResourceType::ManagedDatabases,
+            rec.value
+                .view_as(&inst.id, &inst.location, fog_id.as_deref()),
+        ))
+    }
+
     async fn instance(
         &self,
         id: &ManagedInstanceId,
@@ -664,14 +756,20 @@ impl Ctx<'_> {
                     instance, database, ..
                 } => Ok(json(
                     StatusCode::OK,
-                    self.database(instance, database).await?.view(),
+                    self.shaped(
+                        ResourceType::ManagedDatabases,
+                        self.database(instance, database).await?.view(),
+                    ),
                 )),
                 fog_model::Action::CreateInstance { instance, .. }
                 | fog_model::Action::UpdateInstance { instance, .. } => Ok(json(
                     StatusCode::OK,
-                    self.instance(instance)
-                        .await?
-                        .view(&self.api.config.dns_suffix),
+                    self.shaped(
+                        ResourceType::ManagedInstances,
+                        self.instance(instance)
+                            .await?
+                            .view(&self.api.config.dns_suffix),
+                    ),
                 )),
                 fog_model::Action::CreateFailoverGroup { name }
                 | fog_model::Action::UpdateFailoverGroup { name, .. }
@@ -691,16 +789,17 @@ impl Ctx<'_> {
         location: &str,
         name: &str,
     ) -> Result<(FailoverGroupRecord, Side), ArmError> {
+        let not_found =
+            || ArmError::child_resource_not_found(fog_model::failover_group::RESOURCE_TYPE, name);
         let g = catalog::group(self.api.orch.store().as_ref(), name)
             .await
             .map_err(store_err)?
             .map(|v| v.value)
-            .ok_or_else(|| {
-                ArmError::child_resource_not_found(fog_model::failover_group::RESOURCE_TYPE, name)
-            })?;
+            .ok_or_else(not_found)?;
+        // A group of that name whose members live elsewhere is no group at this address.
         let side = g
             .side(&scope.subscription, &scope.resource_group, location)
-            .ok_or_else(ArmError::ifog_does_not_exist)?;
+            .ok_or_else(not_found)?;
         Ok((g, side))
     }
 
@@ -728,7 +827,7 @@ impl Ctx<'_> {
         if let Some(o) = observed.filter(|o| o.generation == g.generation) {
             o.view_properties(&mut view["properties"]);
         }
-        Ok(view)
+        Ok(self.shaped(ResourceType::InstanceFailoverGroups, view))
     }
 
     /// `failoverGroupId` for databases seen through `inst`: the group's id from its side.

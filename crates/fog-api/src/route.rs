@@ -2,6 +2,7 @@
 //! (`resourcegroups` ≡ `resourceGroups`, `microsoft.sql` ≡ `Microsoft.Sql`), which a
 //! case-sensitive router cannot express, so paths are parsed here into a [`Route`].
 
+use fog_model::api_version::ResourceType;
 use fog_model::{names, ArmError, ManagedInstanceId, OperationKind, Scope};
 
 /// Whether an operation URL is the status resource or the result resource.
@@ -52,6 +53,22 @@ pub enum Route {
         view: OperationView,
         id: String,
     },
+}
+
+impl Route {
+    /// The resource type a route addresses (whose api-versions apply); `None` for the
+    /// polling URLs, which are dereferenced whatever their api-version.
+    pub fn resource_type(&self) -> Option<ResourceType> {
+        match self {
+            Route::Instances { .. } | Route::Instance(_) => Some(ResourceType::ManagedInstances),
+            Route::Databases(_) | Route::Database(..) => Some(ResourceType::ManagedDatabases),
+            Route::FailoverGroups { .. }
+            | Route::FailoverGroup { .. }
+            | Route::FailoverGroupFailover { .. }
+            | Route::FailoverGroupEvents { .. } => Some(ResourceType::InstanceFailoverGroups),
+            Route::Operation { .. } => None,
+        }
+    }
 }
 
 fn decode(seg: &str) -> Result<String, ArmError> {

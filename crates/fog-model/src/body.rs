@@ -3,8 +3,10 @@
 use crate::ArmError;
 use serde::de::DeserializeOwned;
 
-/// Parses a JSON body into `T`. Invalid JSON, wrong types and missing required properties
-/// become `InvalidRequestContent` naming the JSON path; unknown properties are ignored.
+/// Parses a JSON body into `T`. Wrong types, out-of-range numbers and missing required
+/// properties become `InvalidRequestContent` naming the JSON path (as `target`); a body
+/// that is not JSON at all — empty, malformed or cut short — gets `InvalidRequestContent`
+/// without a target, whatever point the parser reached. Unknown properties are ignored.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ArmError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ArmError::invalid_request_content(
@@ -15,8 +17,15 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ArmError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        // Syntax errors have no meaningful path ("." or "?").
-        if path.is_empty() || path == "." || path.contains('?') {
+        // Syntax errors have no meaningful path: a truncated body is as unreadable as an
+        // empty one, wherever it stops.
+        let unreadable = matches!(
+            inner.classify(),
+            serde_json::error::Category::Syntax
+                | serde_json::error::Category::Eof
+                | serde_json::error::Category::Io
+        );
+        if unreadable || path.is_empty() || path == "." || path.contains('?') {
             return ArmError::invalid_request_content(inner);
         }
         ArmError::invalid_request_content(format!("{inner}. Path '{path}'")).with_target(path)
@@ -74,6 +83,27 @@ mod tests {
         assert_eq!(e.code, "InvalidRequestContent");
         assert_eq!(e.target.as_deref(), Some("properties.vCores"));
         assert!(parse::<Probe>(br#"{"unknown":1,"properties":{"other":true}}"#).is_ok());
+        // Out of int32's range: the path is named.
+        let e = parse::<Probe>(br#"{"properties":{"vCores":3000000000}}"#).unwrap_err();
+        assert_eq!(e.target.as_deref(), Some("properties.vCores"));
+    }
+
+    #[test]
+    fn a_truncated_body_is_reported_like_an_empty_one() {
+        for cut in [
+            &br#"{"properties":{"vCores":"#[..],
+            br#"{"properties":{"vCo"#,
+            br#"{"properties":"#,
+            br#"{"properties":{"vCores":8,} }"#,
+        ] {
+            let e = parse::<Probe>(cut).unwrap_err();
+            assert_eq!(
+                (e.code.as_str(), e.target.as_deref()),
+                ("InvalidRequestContent", None),
+                "{}",
+                String::from_utf8_lossy(cut)
+            );
+        }
     }
 
     #[test]

@@ -25,6 +25,14 @@ pub struct DatabasePropertiesBody {
     pub create_mode: Option<String>,
 }
 
+/// A validated change to an existing database (PATCH, or PUT on an existing name). Tags
+/// are the only property a managed database lets one change; the rest is fixed at creation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DatabaseChanges {
+    /// The new tags (a PUT replaces them, absent meaning none; a PATCH only when given).
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
 /// A validated create request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatabaseSpec {
@@ -61,6 +69,42 @@ impl DatabaseBody {
             tags: self.tags.unwrap_or_default(),
             collation,
         })
+    }
+}
+
+impl DatabaseBody {
+    /// Validates a change to `existing`. `replace` is PUT's semantics (the body is the whole
+    /// resource: absent tags mean no tags); PATCH changes only what it names. A different
+    /// value for a create-only property (`location`, `collation`) is refused.
+    pub fn into_changes(
+        self,
+        existing: &DatabaseRecord,
+        replace: bool,
+    ) -> Result<DatabaseChanges, ArmError> {
+        if let Some(loc) = &self.location {
+            names::validate_location(loc)?;
+            if names::location_key(loc) != existing.location {
+                return Err(
+                    ArmError::invalid_parameter_value("location", loc).with_target("location")
+                );
+            }
+        }
+        let props = self.properties.unwrap_or_default();
+        if let Some(mode) = &props.create_mode {
+            enum_value(mode, CREATE_MODES, "properties.createMode")?;
+        }
+        if let Some(c) = &props.collation {
+            if !c.eq_ignore_ascii_case(&existing.collation) {
+                return Err(ArmError::property_change_not_allowed("collation")
+                    .with_target("properties.collation"));
+            }
+        }
+        let tags = match (self.tags, replace) {
+            (Some(t), _) => Some(t),
+            (None, true) => Some(BTreeMap::new()),
+            (None, false) => None,
+        };
+        Ok(DatabaseChanges { tags })
     }
 }
 
@@ -166,5 +210,48 @@ mod tests {
             .into_create_spec("eastus")
             .unwrap_err();
         assert_eq!(e.target.as_deref(), Some("properties.createMode"));
+    }
+
+    #[test]
+    fn changes_replace_or_patch_tags_and_keep_create_only_properties() {
+        let rec = DatabaseRecord {
+            instance: ManagedInstanceId::parse("/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg/providers/Microsoft.Sql/managedInstances/mi").unwrap(),
+            instance_uid: "u".into(),
+            name: "db".into(),
+            location: "eastus".into(),
+            tags: BTreeMap::from([("a".to_string(), "1".to_string())]),
+            collation: crate::instance::DEFAULT_COLLATION.into(),
+            status: DatabaseStatus::Online,
+            creation_date: OffsetDateTime::UNIX_EPOCH,
+            active_operation: None,
+        };
+        let change = |json: &str, replace: bool| {
+            parse::<DatabaseBody>(json.as_bytes()).and_then(|b| b.into_changes(&rec, replace))
+        };
+        let c = change(r#"{"tags":{"env":"prod"}}"#, false).unwrap();
+        assert_eq!(c.tags.unwrap().get("env").map(String::as_str), Some("prod"));
+        assert_eq!(change("{}", false).unwrap().tags, None);
+        assert_eq!(change("{}", true).unwrap().tags, Some(BTreeMap::new()));
+        let c = change(
+            r#"{"location":"East US","properties":{"collation":"sql_latin1_general_cp1_ci_as"},"tags":{}}"#,
+            true,
+        )
+        .unwrap();
+        assert_eq!(c.tags, Some(BTreeMap::new()));
+        let e = change(
+            r#"{"properties":{"collation":"Latin1_General_100_CI_AS"}}"#,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.status, e.code.as_str(), e.target.as_deref()),
+            (
+                409,
+                "PropertyChangeNotAllowed",
+                Some("properties.collation")
+            )
+        );
+        let e = change(r#"{"location":"westus"}"#, true).unwrap_err();
+        assert_eq!(e.target.as_deref(), Some("location"));
     }
 }

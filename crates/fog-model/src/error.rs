@@ -72,9 +72,12 @@ catalogue! {
     /// `api-version` query parameter absent.
     missing_api_version() => 400, "MissingApiVersionParameter",
         "The api-version query parameter (?api-version=) is required for all requests.";
-    /// `api-version` present but not one fogd serves.
+    /// `api-version` present but malformed (not `YYYY-MM-DD[-suffix]`).
     invalid_api_version(version, supported) => 400, "InvalidApiVersionParameter",
         "The api-version '{0}' is invalid. The supported versions are '{1}'.";
+    /// A well-formed `api-version` the addressed resource type is not published in.
+    no_registered_provider(version, resource_type, supported) => 400, "NoRegisteredProviderFound",
+        "No registered resource provider found for API version '{0}' and type '{1}'. The supported api-versions are '{2}'.";
     /// No `Authorization` header.
     authentication_missing() => 401, "AuthenticationFailed",
         "Authentication failed. The 'Authorization' header is missing.";
@@ -114,6 +117,9 @@ catalogue! {
     /// Child/proxy resource not found (Microsoft.Sql's pattern).
     child_resource_not_found(kind, name) => 404, "ResourceNotFound",
         "The requested resource of type '{0}' with name '{1}' was not found.";
+    /// A child resource addressed under a parent that does not exist (ARM's wording).
+    parent_resource_not_found(parent) => 404, "ParentResourceNotFound",
+        "Can not perform requested operation on nested resource. Parent resource '{0}' not found.";
     /// `location` absent on a create.
     location_required() => 400, "LocationRequired",
         "The location property is required for this definition.";
@@ -188,6 +194,8 @@ catalogue! {
         "The create or update instance failover group request body should not modify the read-only property '{0}'.";
     ifog_failover_on_primary() => 400, "InstanceFailoverGroupFailoverRequestOnPrimary",
         "The failover request should be initiated on the secondary server of instance failover group.";
+    invalid_target_subregion() => 400, "InvalidTargetSubregion",
+        "The target server of a non-readable secondary is not in a DR paired Azure region.";
     region_mismatch() => 400, "FailoverGroupRegionMismatch",
         "Partner region specified in Failover Group need to match the region of the partner managed instance indicated.";
     edition_mismatch() => 400, "ServerEditionMismatch",

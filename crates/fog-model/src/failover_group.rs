@@ -7,7 +7,8 @@
 //! there (`replicationRole` local, `partnerRegions` the other side, pair with the current
 //! primary first).
 
-use crate::body::enum_value;
+use crate::api_version::{self, ResourceType};
+use crate::body::{enum_value, required};
 use crate::{names, ArmError, ManagedInstanceId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -37,7 +38,9 @@ pub struct GroupPropertiesBody {
 #[serde(rename_all = "camelCase")]
 pub struct ReadWriteEndpointBody {
     pub failover_policy: Option<String>,
-    pub failover_with_data_loss_grace_period_minutes: Option<i64>,
+    /// `int32` in every version of the specification: larger values are refused when the
+    /// body is read.
+    pub failover_with_data_loss_grace_period_minutes: Option<i32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +127,9 @@ pub struct GroupSpec {
     pub partner: ManagedInstanceId,
     /// `partnerRegions[0].location` as supplied.
     pub partner_region: String,
+    /// Whether the request stated `secondaryType` (under a version that defines it). An
+    /// update that does not keeps the group's current type; a create defaults to `Geo`.
+    pub secondary_type_stated: bool,
 }
 
 /// Group names become DNS labels: like instance names, but a bad name is 409
@@ -147,9 +153,19 @@ fn instance_id(
 }
 
 impl GroupBody {
-    /// Validates the body (rules that need no stored state), in the order Azure reports
-    /// them. `min_grace_minutes` is the server's minimum grace period.
+    /// [`GroupBody::into_spec_for`] under the newest stable version.
     pub fn into_spec(self, min_grace_minutes: i64) -> Result<GroupSpec, ArmError> {
+        self.into_spec_for(min_grace_minutes, api_version::LATEST_STABLE)
+    }
+
+    /// Validates the body (rules that need no stored state), in the order Azure reports
+    /// them. `min_grace_minutes` is the server's minimum grace period; `api_version` is the
+    /// request's (a property the version does not define is ignored, like any unknown one).
+    pub fn into_spec_for(
+        self,
+        min_grace_minutes: i64,
+        api_version: &str,
+    ) -> Result<GroupSpec, ArmError> {
         let props = self.properties.ok_or_else(ArmError::ifog_invalid_request)?;
         let rw = props
             .read_write_endpoint
@@ -162,7 +178,9 @@ impl GroupBody {
                 ArmError::ifog_invalid_policy()
                     .with_target("properties.readWriteEndpoint.failoverPolicy")
             })?;
-        let grace = rw.failover_with_data_loss_grace_period_minutes;
+        let grace = rw
+            .failover_with_data_loss_grace_period_minutes
+            .map(i64::from);
         let grace_target = "properties.readWriteEndpoint.failoverWithDataLossGracePeriodMinutes";
         let policy = ReadWritePolicy::parse(policy).ok_or_else(ArmError::ifog_invalid_policy)?;
         match (policy, grace) {
@@ -190,15 +208,27 @@ impl GroupBody {
             )?,
             None => "Disabled",
         };
-        let secondary_type = match props.secondary_type {
+        let stated = props.secondary_type.filter(|_| {
+            api_version::has(
+                ResourceType::InstanceFailoverGroups,
+                &["properties", "secondaryType"],
+                api_version,
+            )
+        });
+        let secondary_type_stated = stated.is_some();
+        let secondary_type = match stated {
             Some(t) => enum_value(&t, SECONDARY_TYPES, "properties.secondaryType")?,
             None => "Geo",
         };
-        let regions = props.partner_regions.unwrap_or_default();
+        // Both lists are required by the specification: a body without one is told which.
+        let regions = required(props.partner_regions, "properties.partnerRegions")?;
         if regions.len() != 1 {
             return Err(ArmError::ifog_partner_count().with_target("properties.partnerRegions"));
         }
-        let pairs = props.managed_instance_pairs.unwrap_or_default();
+        let pairs = required(
+            props.managed_instance_pairs,
+            "properties.managedInstancePairs",
+        )?;
         if pairs.len() != 1 {
             return Err(ArmError::ifog_pair_count().with_target("properties.managedInstancePairs"));
         }
@@ -236,6 +266,7 @@ impl GroupBody {
             primary,
             partner,
             partner_region,
+            secondary_type_stated,
         })
     }
 }
@@ -556,6 +587,10 @@ mod tests {
             (body(RW, "", r#"[{"location":"west/us"}]"#, &p), "InstanceFailoverGroupCreateOrUpdateRequestInvalidManagedInstanceRegion"),
             (body(RW, r#""readOnlyEndpoint":{"failoverPolicy":"Maybe"},"#, REG, &p), "InvalidParameterValue"),
             (body(RW, r#""secondaryType":"Warm","#, REG, &p), "InvalidParameterValue"),
+            // int32 in the specification: one more than its largest value is refused.
+            (body(r#""readWriteEndpoint":{"failoverPolicy":"Automatic","failoverWithDataLossGracePeriodMinutes":3000000000},"#, "", REG, &p), "InvalidRequestContent"),
+            (body(r#""readWriteEndpoint":{"failoverPolicy":"Automatic","failoverWithDataLossGracePeriodMinutes":2147483648},"#, "", REG, &p), "InvalidRequestContent"),
+            (body(r#""readWriteEndpoint":{"failoverPolicy":"Automatic","failoverWithDataLossGracePeriodMinutes":60.5},"#, "", REG, &p), "InvalidRequestContent"),
         ];
         // Verbatim from the REST reference's error catalogue.
         let messages: &[(&str, &str)] = &[
@@ -583,6 +618,55 @@ mod tests {
         }
         let e = check(&body(r#""readWriteEndpoint":{"failoverPolicy":"Automatic","failoverWithDataLossGracePeriodMinutes":5},"#, "", REG, &pair(P, S))).unwrap_err();
         assert!(e.message.contains("'60' minutes minimum"), "{}", e.message);
+        let e = check(&body(r#""readWriteEndpoint":{"failoverPolicy":"Automatic","failoverWithDataLossGracePeriodMinutes":3000000000},"#, "", REG, &pair(P, S))).unwrap_err();
+        assert_eq!(
+            e.target.as_deref(),
+            Some("properties.readWriteEndpoint.failoverWithDataLossGracePeriodMinutes")
+        );
+        let s = check(&body(r#""readWriteEndpoint":{"failoverPolicy":"Automatic","failoverWithDataLossGracePeriodMinutes":2147483647},"#, "", REG, &pair(P, S))).unwrap();
+        assert_eq!(s.policies.grace_period_minutes, Some(i64::from(i32::MAX)));
+    }
+
+    #[test]
+    fn a_missing_list_is_named() {
+        let p = pair(P, S);
+        for (json, missing) in [
+            (
+                format!(r#"{{"properties":{{{RW}"managedInstancePairs":{p}}}}}"#),
+                "properties.partnerRegions",
+            ),
+            (
+                format!(r#"{{"properties":{{{RW}"partnerRegions":{REG}}}}}"#),
+                "properties.managedInstancePairs",
+            ),
+        ] {
+            let e = check(&json).unwrap_err();
+            assert_eq!(e.code, "InvalidRequestContent", "{json}");
+            assert_eq!(e.target.as_deref(), Some(missing), "{json}");
+            assert!(e.message.contains(missing), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn secondary_type_is_read_only_under_versions_that_define_it() {
+        let b = body(RW, r#""secondaryType":"Standby","#, REG, &pair(P, S));
+        let under = |v: &str| {
+            parse::<GroupBody>(b.as_bytes())
+                .unwrap()
+                .into_spec_for(60, v)
+                .unwrap()
+        };
+        let s = under("2025-01-01");
+        assert!(s.secondary_type_stated);
+        assert_eq!(s.policies.secondary_type, SecondaryType::Standby);
+        let s = under("2021-11-01");
+        assert!(!s.secondary_type_stated);
+        assert_eq!(s.policies.secondary_type, SecondaryType::Geo);
+        assert!(
+            !check(&body(RW, "", REG, &pair(P, S)))
+                .unwrap()
+                .secondary_type_stated
+        );
     }
 
     #[test]

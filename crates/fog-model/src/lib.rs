@@ -21,7 +21,7 @@ pub mod instance;
 pub mod names;
 pub mod operation;
 
-pub use database::{DatabaseRecord, DatabaseSpec, DatabaseStatus};
+pub use database::{DatabaseChanges, DatabaseRecord, DatabaseSpec, DatabaseStatus};
 pub use error::ArmError;
 pub use failover_group::{FailoverGroupRecord, ReplicationState, Side};
 pub use ids::{ManagedInstanceId, Scope};

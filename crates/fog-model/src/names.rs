@@ -126,9 +126,107 @@ pub fn validate_location(location: &str) -> Result<(), ArmError> {
     }
 }
 
+/// Azure's regional pairs (Microsoft's published list of cross-region replication pairs):
+/// each region with the region its disaster-recovery pair is. A few pairs are one-way
+/// (Brazil South → South Central US, West US 3 → East US, West India → South India, US Gov
+/// Arizona → US Gov Texas).
+const DR_PAIRS: &[(&str, &str)] = &[
+    ("eastus", "westus"),
+    ("westus", "eastus"),
+    ("eastus2", "centralus"),
+    ("centralus", "eastus2"),
+    ("northcentralus", "southcentralus"),
+    ("southcentralus", "northcentralus"),
+    ("westus2", "westcentralus"),
+    ("westcentralus", "westus2"),
+    ("westus3", "eastus"),
+    ("brazilsouth", "southcentralus"),
+    ("canadacentral", "canadaeast"),
+    ("canadaeast", "canadacentral"),
+    ("northeurope", "westeurope"),
+    ("westeurope", "northeurope"),
+    ("uksouth", "ukwest"),
+    ("ukwest", "uksouth"),
+    ("francecentral", "francesouth"),
+    ("francesouth", "francecentral"),
+    ("germanywestcentral", "germanynorth"),
+    ("germanynorth", "germanywestcentral"),
+    ("norwayeast", "norwaywest"),
+    ("norwaywest", "norwayeast"),
+    ("switzerlandnorth", "switzerlandwest"),
+    ("switzerlandwest", "switzerlandnorth"),
+    ("swedencentral", "swedensouth"),
+    ("swedensouth", "swedencentral"),
+    ("japaneast", "japanwest"),
+    ("japanwest", "japaneast"),
+    ("koreacentral", "koreasouth"),
+    ("koreasouth", "koreacentral"),
+    ("eastasia", "southeastasia"),
+    ("southeastasia", "eastasia"),
+    ("australiaeast", "australiasoutheast"),
+    ("australiasoutheast", "australiaeast"),
+    ("australiacentral", "australiacentral2"),
+    ("australiacentral2", "australiacentral"),
+    ("centralindia", "southindia"),
+    ("southindia", "centralindia"),
+    ("westindia", "southindia"),
+    ("southafricanorth", "southafricawest"),
+    ("southafricawest", "southafricanorth"),
+    ("uaenorth", "uaecentral"),
+    ("uaecentral", "uaenorth"),
+    ("chinanorth", "chinaeast"),
+    ("chinaeast", "chinanorth"),
+    ("chinanorth2", "chinaeast2"),
+    ("chinaeast2", "chinanorth2"),
+    ("chinanorth3", "chinaeast3"),
+    ("chinaeast3", "chinanorth3"),
+    ("usgovvirginia", "usgovtexas"),
+    ("usgovtexas", "usgovvirginia"),
+    ("usgovarizona", "usgovtexas"),
+];
+
+/// Azure regions that have no regional pair.
+const UNPAIRED: &[&str] = &[
+    "qatarcentral",
+    "polandcentral",
+    "italynorth",
+    "israelcentral",
+    "mexicocentral",
+    "spaincentral",
+    "newzealandnorth",
+];
+
+/// Whether `a` and `b` (canonical keys) are an Azure disaster-recovery pair, in either
+/// direction; `None` when either is not an Azure region fogd knows (a self-hosted
+/// deployment's own region names), where the rule has nothing to say.
+pub fn dr_paired(a: &str, b: &str) -> Option<bool> {
+    let known = |r: &str| UNPAIRED.contains(&r) || DR_PAIRS.iter().any(|(x, _)| *x == r);
+    if !known(a) || !known(b) {
+        return None;
+    }
+    Some(
+        DR_PAIRS
+            .iter()
+            .any(|&(x, y)| (x == a && y == b) || (x == b && y == a)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regional_pairs() {
+        assert_eq!(dr_paired("eastus", "westus"), Some(true));
+        assert_eq!(dr_paired("westus", "eastus"), Some(true));
+        assert_eq!(dr_paired("eastus", "westus3"), Some(true));
+        assert_eq!(dr_paired("japaneast", "japanwest"), Some(true));
+        assert_eq!(dr_paired("eastus", "westeurope"), Some(false));
+        assert_eq!(dr_paired("eastus", "centralus"), Some(false));
+        assert_eq!(dr_paired("qatarcentral", "uaenorth"), Some(false));
+        assert_eq!(dr_paired("dc1", "dc2"), None);
+        assert_eq!(dr_paired("eastus", "dc2"), None);
+    }
 
     #[test]
     fn instance_names() {

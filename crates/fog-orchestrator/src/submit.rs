@@ -5,9 +5,9 @@ use crate::catalog::{self, InstanceSecret};
 use crate::{steps, store_err, Orchestrator};
 use fog_model::instance::new_dns_zone;
 use fog_model::{
-    Action, ArmError, DatabaseRecord, DatabaseSpec, DatabaseStatus, InstanceChanges,
-    InstanceRecord, InstanceSpec, ManagedInstanceId, OperationKind, OperationRecord,
-    OperationStatus, ProvisioningState, ServerEndpoint,
+    Action, ArmError, DatabaseChanges, DatabaseRecord, DatabaseSpec, DatabaseStatus,
+    InstanceChanges, InstanceRecord, InstanceSpec, ManagedInstanceId, OperationKind,
+    OperationRecord, OperationStatus, ProvisioningState, ServerEndpoint,
 };
 use fog_store::typed::put;
 use fog_store::{Precondition, StoreError, Write};
@@ -383,7 +383,86 @@ impl Orchestrator {
         Ok(DatabaseCreate::Started(Box::new(op)))
     }
 
-    /// Accepts the deletion of a database; `None` when it does not exist.
+    /// Whether database `name` exists as seen from instance `id` (a group member sees its
+    /// partner's databases too); false when the instance does not exist.
+    async fn database_visible(&self, id: &ManagedInstanceId, name: &str) -> Result<bool, ArmError> {
+        let store = self.store.as_ref();
+        let Some(inst) = catalog::instance(store, id).await.map_err(store_err)? else {
+            return Ok(false);
+        };
+        Ok(catalog::databases_of_group_member(store, &inst.value)
+            .await
+            .map_err(store_err)?
+            .iter()
+            .any(|d| d.value.name.eq_ignore_ascii_case(name)))
+    }
+
+    /// Accepts a change to an existing database (PATCH, or PUT on an existing name). Its
+    /// changeable properties (tags) are metadata only, so the change is committed at once,
+    /// together with an operation record that has already succeeded: clients poll it like
+    /// any other (the result URL returns the database). The record reuses the create
+    /// action's shape (instance and database), which is what its result needs; it never runs.
+    pub async fn update_database(
+        &self,
+        id: &ManagedInstanceId,
+        name: &str,
+        changes: DatabaseChanges,
+        api_version: &str,
+    ) -> Result<OperationRecord, ArmError> {
+        // Not there is 404 whatever state the instance is in.
+        if !self.database_visible(id, name).await? {
+            return Err(ArmError::managed_database_not_found(name));
+        }
+        let (inst, checks) = self.ready_instance(id).await?;
+        let db = catalog::database(self.store.as_ref(), id, name)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| ArmError::managed_database_not_found(name))?;
+        if db.value.active_operation.is_some() {
+            return Err(ArmError::conflicting_server_operation());
+        }
+        let mut rec = db.value;
+        let action = Action::CreateDatabase {
+            instance: id.clone(),
+            database: rec.name.clone(),
+        };
+        let mut op = Self::new_operation(
+            OperationKind::ManagedDatabase,
+            id,
+            &inst.value.location,
+            api_version,
+            action,
+        );
+        op.step = steps::step_names(&op.action)
+            .last()
+            .copied()
+            .unwrap_or_default()
+            .to_string();
+        op.status = OperationStatus::Succeeded;
+        op.percent_complete = Some(100);
+        op.end_time = Some(op.start_time);
+        if let Some(tags) = changes.tags {
+            rec.tags = tags;
+        }
+        let mut writes = checks;
+        writes.extend([
+            put(
+                catalog::database_key(id, &rec.name),
+                &rec,
+                Precondition::Revision(db.revision),
+            ),
+            put(catalog::operation_key(&op.id), &op, Precondition::Absent),
+        ]);
+        self.store
+            .commit(writes)
+            .await
+            .map_err(|e| conflict_or_store(e, ArmError::conflicting_server_operation()))?;
+        tracing::info!(instance = %id, database = name, operation = %op.id, "updated database");
+        Ok(op)
+    }
+
+    /// Accepts the deletion of a database; `None` when there is none of that name at the
+    /// address (or no such instance): nothing to delete.
     pub async fn delete_database(
         &self,
         id: &ManagedInstanceId,
@@ -391,7 +470,11 @@ impl Orchestrator {
         api_version: &str,
     ) -> Result<Option<OperationRecord>, ArmError> {
         let store = self.store.as_ref();
-        // The instance first, so a geo-secondary gets its clear refusal.
+        // Deleting what is not there is a no-op, whatever state the instance is in.
+        if !self.database_visible(id, name).await? {
+            return Ok(None);
+        }
+        // Then the instance, so a geo-secondary gets its clear refusal.
         let (inst, checks) = self.ready_instance(id).await?;
         let Some(db) = catalog::database(store, id, name)
             .await

@@ -6,7 +6,7 @@ use crate::catalog::{self, InstanceSecret, ListenerReservation};
 use crate::{store_err, Orchestrator};
 use fog_engine::ReplicationSource;
 use fog_model::failover_group::{
-    validate_name, GroupSpec, ListenerPorts, Member, ReplicationState,
+    validate_name, GroupSpec, ListenerPorts, Member, ReplicationState, SecondaryType,
 };
 use fog_model::{
     names, Action, ArmError, FailoverGroupRecord, InstanceRecord, OperationKind, OperationRecord,
@@ -29,6 +29,22 @@ impl GroupAddress {
     pub fn url_location(&self) -> String {
         self.location.replace(' ', "")
     }
+}
+
+/// A `Standby` (non-readable, DR-only) secondary must be in its primary's Azure regional
+/// pair (the catalogue's `InvalidTargetSubregion`); regions fogd does not know as Azure
+/// regions are not judged.
+fn check_standby_region(
+    secondary_type: SecondaryType,
+    primary_location: &str,
+    secondary_location: &str,
+) -> Result<(), ArmError> {
+    if secondary_type == SecondaryType::Standby
+        && names::dr_paired(primary_location, secondary_location) == Some(false)
+    {
+        return Err(ArmError::invalid_target_subregion().with_target("properties.secondaryType"));
+    }
+    Ok(())
 }
 
 fn busy(e: StoreError, err: ArmError) -> ArmError {
@@ -144,6 +160,7 @@ impl Orchestrator {
         if p.location == s.location {
             return Err(ArmError::same_region());
         }
+        check_standby_region(spec.policies.secondary_type, &p.location, &s.location)?;
         if p.sku.tier != s.sku.tier {
             return Err(ArmError::edition_mismatch());
         }
@@ -307,6 +324,16 @@ impl Orchestrator {
             return Err(ArmError::ifog_read_only_property_modified("partnerRegions")
                 .with_target("properties.partnerRegions"));
         }
+        let mut policies = spec.policies;
+        if !spec.secondary_type_stated {
+            // Not in the body, or not in the request's api-version: unchanged.
+            policies.secondary_type = g.policies.secondary_type;
+        }
+        check_standby_region(
+            policies.secondary_type,
+            &g.primary.location,
+            &g.secondary.location,
+        )?;
         let group_name = g.name.clone();
         let op = self
             .start_group_operation(
@@ -316,7 +343,7 @@ impl Orchestrator {
                 api_version,
                 Action::UpdateFailoverGroup {
                     name: group_name,
-                    policies: spec.policies,
+                    policies,
                 },
                 vec![],
             )
@@ -324,7 +351,8 @@ impl Orchestrator {
         Ok(op)
     }
 
-    /// DELETE on a group; `None` when no group has that name.
+    /// DELETE on a group; `None` when there is no group of that name at the address (none
+    /// anywhere, or one whose members live elsewhere): nothing to delete there.
     pub async fn delete_failover_group(
         &self,
         addr: &GroupAddress,
@@ -343,7 +371,7 @@ impl Orchestrator {
             &addr.scope.resource_group,
             &addr.location,
         ) {
-            None => return Err(ArmError::ifog_does_not_exist()),
+            None => return Ok(None),
             Some(Side::Secondary) => return Err(ArmError::ifog_on_secondary()),
             Some(Side::Primary) => {}
         }
@@ -374,19 +402,20 @@ impl Orchestrator {
         api_version: &str,
     ) -> Result<OperationRecord, ArmError> {
         let store = self.store.as_ref();
+        let not_found =
+            || ArmError::child_resource_not_found(fog_model::failover_group::RESOURCE_TYPE, name);
         let existing = catalog::group(store, name)
             .await
             .map_err(store_err)?
-            .ok_or_else(|| {
-                ArmError::child_resource_not_found(fog_model::failover_group::RESOURCE_TYPE, name)
-            })?;
+            .ok_or_else(not_found)?;
         let g = existing.value;
+        // A group of that name elsewhere is no group at this address.
         match g.side(
             &addr.scope.subscription,
             &addr.scope.resource_group,
             &addr.location,
         ) {
-            None => return Err(ArmError::ifog_does_not_exist()),
+            None => return Err(not_found()),
             Some(Side::Primary) => return Err(ArmError::ifog_failover_on_primary()),
             Some(Side::Secondary) => {}
         }

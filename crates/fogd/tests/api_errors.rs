@@ -29,7 +29,18 @@ async fn error_envelopes_codes_and_statuses() {
     let cases: Vec<Case> = vec![
         // api-version
         (Method::GET, mi.clone(), None, 400, "MissingApiVersionParameter", None),
-        (Method::GET, format!("{mi}?api-version=2019-06-01-preview"), None, 400, "InvalidApiVersionParameter", None),
+        // A malformed version; a well-formed one the type is not published in (ARM's code).
+        (Method::GET, format!("{mi}?api-version=2019-6-1"), None, 400, "InvalidApiVersionParameter", None),
+        (Method::GET, format!("{mi}?api-version=latest"), None, 400, "InvalidApiVersionParameter", None),
+        (Method::GET, format!("{mi}?api-version=2019-01-01"), None, 400, "NoRegisteredProviderFound", None),
+        (Method::GET, format!("{mi}?api-version=2017-10-01-preview"), None, 400, "NoRegisteredProviderFound", None),
+        (Method::GET, format!("{mi}/databases?api-version=2015-05-01-preview"), None, 400, "NoRegisteredProviderFound", None),
+        (Method::GET, format!("{}?api-version=2018-06-01-preview", f.ifog_path("rg", "eastus", "fg")), None, 400, "NoRegisteredProviderFound", None),
+        // Every published version is served (here: nothing there, so 404).
+        (Method::GET, format!("{}?api-version=2022-08-01-preview", f.mi_path("rg", "nope")), None, 404, "ResourceNotFound", None),
+        (Method::GET, format!("{}?api-version=2021-11-01-preview", f.mi_path("rg", "nope")), None, 404, "ResourceNotFound", None),
+        (Method::GET, format!("{}?api-version=2023-02-01-preview", f.ifog_path("rg", "eastus", "fg")), None, 404, "ResourceNotFound", None),
+        (Method::GET, format!("{}?api-version=2017-10-01-preview", f.ifog_path("rg", "eastus", "fg")), None, 404, "ResourceNotFound", None),
         // routes and methods
         (Method::GET, format!("/nothing/here?{API}"), None, 404, "InvalidResourceType", None),
         (Method::GET, format!("/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Sql/servers/x?{API}"), None, 404, "InvalidResourceType", None),
@@ -52,6 +63,18 @@ async fn error_envelopes_codes_and_statuses() {
         (Method::PUT, format!("{}?{API}", f.mi_path("rg", "mi-new")), Some(r#"{"location":"eastus","properties":{"administratorLogin":"a","administratorLoginPassword":"S0me-Str0ng-Pass!","licenseType":"Free"}}"#.into()), 400, "InvalidParameterValue", Some("properties.licenseType")),
         (Method::PUT, format!("{}?{API}", f.mi_path("rg", "mi-new")), Some(r#"{"location":"eastus","properties":{"administratorLogin":"a","administratorLoginPassword":"S0me-Str0ng-Pass!","dnsZonePartner":"/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Sql/managedInstances/nope"}}"#.into()), 400, "ServerNotFound", Some("properties.dnsZonePartner")),
         (Method::PUT, format!("{}?{API}", f.mi_path("rg", "mi-new")), Some(huge), 413, "RequestEntityTooLarge", None),
+        // Integers are bounded by their spec format (int32).
+        (Method::PUT, format!("{}?{API}", f.mi_path("rg", "mi-new")), Some(r#"{"location":"eastus","properties":{"storageSizeInGB":4294967328}}"#.into()), 400, "InvalidRequestContent", Some("properties.storageSizeInGB")),
+        (Method::PUT, format!("{}?{API}", f.mi_path("rg", "mi-new")), Some(r#"{"location":"eastus","sku":{"name":"GP_Gen5","capacity":3000000000}}"#.into()), 400, "InvalidRequestContent", Some("sku.capacity")),
+        (Method::PUT, format!("{}?{API}", f.ifog_path("rg", "eastus", "fg")), Some(group_body(r#"{"failoverPolicy":"Automatic","failoverWithDataLossGracePeriodMinutes":3000000000}"#, true, true)), 400, "InvalidRequestContent", Some("properties.readWriteEndpoint.failoverWithDataLossGracePeriodMinutes")),
+        // A group body without one of the required lists names it.
+        (Method::PUT, format!("{}?{API}", f.ifog_path("rg", "eastus", "fg")), Some(group_body(r#"{"failoverPolicy":"Manual"}"#, false, true)), 400, "InvalidRequestContent", Some("properties.partnerRegions")),
+        (Method::PUT, format!("{}?{API}", f.ifog_path("rg", "eastus", "fg")), Some(group_body(r#"{"failoverPolicy":"Manual"}"#, true, false)), 400, "InvalidRequestContent", Some("properties.managedInstancePairs")),
+        // A group body cut short is as invalid as an empty one.
+        (Method::PUT, format!("{}?{API}", f.ifog_path("rg", "eastus", "fg")), Some("".into()), 400, "InstanceFailoverGroupCreateOrUpdateRequestInvalid", None),
+        (Method::PUT, format!("{}?{API}", f.ifog_path("rg", "eastus", "fg")), Some(r#"{"properties":{"readWriteEndpoint":{"failoverPolicy":"Man"#.into()), 400, "InstanceFailoverGroupCreateOrUpdateRequestInvalid", None),
+        (Method::PUT, format!("{}?{API}", f.ifog_path("rg", "eastus", "fg")), Some(r#"{"properties":{"partnerRegions":[{"location":"westus"}"#.into()), 400, "InstanceFailoverGroupCreateOrUpdateRequestInvalid", None),
+        (Method::PUT, format!("{}?{API}", f.mi_path("rg", "mi-new")), Some(r#"{"location":"eastus","properties":{"vCores":4"#.into()), 400, "InvalidRequestContent", None),
         // existing resource: create-only properties
         (Method::PUT, format!("{mi}?{API}"), Some(Fogd::instance_body("westus")), 400, "InvalidResourceLocation", None),
         (Method::PATCH, format!("{mi}?{API}"), Some(r#"{"properties":{"administratorLogin":"someoneelse"}}"#.into()), 409, "PropertyChangeNotAllowed", Some("properties.administratorLogin")),
@@ -60,8 +83,16 @@ async fn error_envelopes_codes_and_statuses() {
         (Method::GET, format!("{}?{API}", f.mi_path("rg", "nope")), None, 404, "ResourceNotFound", None),
         (Method::PATCH, format!("{}?{API}", f.mi_path("rg", "nope")), Some("{}".into()), 404, "ResourceNotFound", None),
         (Method::GET, format!("{mi}/databases/nope?{API}"), None, 404, "ResourceNotFound", None),
-        (Method::GET, format!("{}/databases?{API}", f.mi_path("rg", "nope")), None, 404, "ResourceNotFound", None),
-        (Method::PUT, format!("{}/databases/db1?{API}", f.mi_path("rg", "nope")), Some("{}".into()), 404, "ResourceNotFound", None),
+        (Method::PATCH, format!("{mi}/databases/nope?{API}"), Some(r#"{"tags":{}}"#.into()), 404, "ResourceNotFound", None),
+        // A child under a missing parent.
+        (Method::GET, format!("{}/databases?{API}", f.mi_path("rg", "nope")), None, 404, "ParentResourceNotFound", None),
+        (Method::GET, format!("{}/databases/db1?{API}", f.mi_path("rg", "nope")), None, 404, "ParentResourceNotFound", None),
+        (Method::PUT, format!("{}/databases/db1?{API}", f.mi_path("rg", "nope")), Some("{}".into()), 404, "ParentResourceNotFound", None),
+        (Method::PATCH, format!("{}/databases/db1?{API}", f.mi_path("rg", "nope")), Some("{}".into()), 404, "ParentResourceNotFound", None),
+        // Groups: nothing of that name anywhere.
+        (Method::GET, format!("{}?{API}", f.ifog_path("rg", "eastus", "nope")), None, 404, "ResourceNotFound", None),
+        (Method::POST, format!("{}/failover?{API}", f.ifog_path("rg", "eastus", "nope")), None, 404, "ResourceNotFound", None),
+        (Method::POST, format!("{}/forceFailoverAllowDataLoss?{API}", f.ifog_path("rg", "eastus", "nope")), None, 404, "ResourceNotFound", None),
         (Method::GET, format!("/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Sql/locations/eastus/managedInstanceAzureAsyncOperation/00000000-0000-0000-0000-000000000000"), None, 404, "OperationIdNotFound", None),
         // databases
         (Method::PUT, format!("{mi}/databases/postgres?{API}"), Some("{}".into()), 400, "CannotUseReservedDatabaseName", Some("databaseName")),
@@ -171,6 +202,34 @@ async fn error_envelopes_codes_and_statuses() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
+    // …under an instance that does not exist either, or a group nowhere to be found.
+    for path in [
+        format!("{}/databases/never-was?{API}", f.mi_path("rg", "never-was")),
+        format!("{}?{API}", f.ifog_path("rg", "eastus", "never-was")),
+    ] {
+        let r = f.send(Method::DELETE, &path, None).await;
+        assert_eq!(
+            (r.status, r.body.is_null()),
+            (StatusCode::NO_CONTENT, true),
+            "{path}"
+        );
+    }
+}
+
+/// A group body with the given read-write endpoint, with or without `partnerRegions` and
+/// `managedInstancePairs` (the instances need not exist: body rules come first).
+fn group_body(read_write: &str, regions: bool, pairs: bool) -> String {
+    let id = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Sql/managedInstances";
+    let mut props = vec![format!(r#""readWriteEndpoint":{read_write}"#)];
+    if regions {
+        props.push(r#""partnerRegions":[{"location":"westus"}]"#.into());
+    }
+    if pairs {
+        props.push(format!(
+            r#""managedInstancePairs":[{{"primaryManagedInstanceId":"{id}/a","partnerManagedInstanceId":"{id}/b"}}]"#
+        ));
+    }
+    format!(r#"{{"properties":{{{}}}}}"#, props.join(","))
 }
 
 #[tokio::test]

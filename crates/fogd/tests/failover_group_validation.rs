@@ -65,6 +65,7 @@ async fn state_dependent_rules() {
     )
     .await;
     let busy_db = instance(&f, "rg", "h-notempty", mi("westus", with_zone(json!({})))).await;
+    let central = instance(&f, "rg", "i-central", mi("centralus", with_zone(json!({})))).await;
     let r = f
         .send(
             Method::PUT,
@@ -103,6 +104,10 @@ async fn state_dependent_rules() {
         (at("rg", "eastus", "fg"), body(&a, &busy_db, "westus"), 400, "GeoDrSecondaryInstanceNotEmpty",
             "Secondary managed instance has user databases. To create an instance failover group the secondary managed instance needs to be empty."),
         (at("rg", "eastus", "Bad_Name"), body(&a, &b, "westus"), 409, "InvalidFailoverGroupName", "Invalid Instance Failover Group name was supplied."),
+        // A DR-only (Standby) secondary must be in its primary's Azure regional pair
+        // (East US's is West US, not Central US).
+        (at("rg", "eastus", "fg"), Fogd::group_body(&a, &central, "centralus", json!({"secondaryType": "Standby"})), 400, "InvalidTargetSubregion",
+            "The target server of a non-readable secondary is not in a DR paired Azure region."),
         (at("rg", "eastus", "fg"), "{not json".into(), 400, "InstanceFailoverGroupCreateOrUpdateRequestInvalid",
             "The create or update instance failover group request body is empty or invalid."),
         (at("rg", "eastus", "fg"), json!({"properties": {"readWriteEndpoint": {"failoverPolicy": "Automatic", "failoverWithDataLossGracePeriodMinutes": 30},
@@ -188,18 +193,128 @@ async fn state_dependent_rules() {
         r.body["error"]["message"],
         "A duplicate DNS record exists for the requested endpoint."
     );
-    // Addressed where the group has no member.
-    let r = f
-        .send(Method::GET, &at("rg", "centralus", "fg"), None)
-        .await;
+    // Addressed where the group has no member: there is no group there, whatever exists
+    // elsewhere — GET and POST 404, DELETE 204 (and the group is untouched).
+    for (rg, loc) in [
+        ("rg", "centralus"),
+        ("elsewhere", "eastus"),
+        ("elsewhere", "westus"),
+    ] {
+        let path = at(rg, loc, "fg");
+        let r = f.send(Method::GET, &path, None).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::NOT_FOUND, "ResourceNotFound"),
+            "{path}"
+        );
+        let (base, query) = path.split_once('?').expect("query");
+        for action in ["failover", "forceFailoverAllowDataLoss", "events"] {
+            let method = if action == "events" {
+                Method::GET
+            } else {
+                Method::POST
+            };
+            let r = f
+                .send(method, &format!("{base}/{action}?{query}"), None)
+                .await;
+            assert_eq!(
+                (r.status, r.code()),
+                (StatusCode::NOT_FOUND, "ResourceNotFound"),
+                "{action} at {path}"
+            );
+        }
+        let r = f.send(Method::DELETE, &path, None).await;
+        assert_eq!(
+            (r.status, r.body.is_null()),
+            (StatusCode::NO_CONTENT, true),
+            "{path}"
+        );
+    }
     assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::BAD_REQUEST, "InstanceFailoverGroupDoesNotExist")
+        f.send(Method::GET, &at("rg", "eastus", "fg"), None)
+            .await
+            .status,
+        StatusCode::OK
     );
     let r = f.send(Method::GET, &at("rg", "eastus", "nope"), None).await;
     assert_eq!(
         (r.status, r.code()),
         (StatusCode::NOT_FOUND, "ResourceNotFound")
+    );
+    // Each version's shape: no `secondaryType` before 2022-08-01-preview.
+    let under = |v: &str| at("rg", "eastus", "fg").replace(API, &format!("api-version={v}"));
+    for (v, has) in [
+        ("2021-11-01", false),
+        ("2022-05-01-preview", false),
+        ("2022-08-01-preview", true),
+        ("2025-01-01", true),
+    ] {
+        let g = f.send(Method::GET, &under(v), None).await.body;
+        assert_eq!(
+            g["properties"].get("secondaryType").is_some(),
+            has,
+            "{v}: {g}"
+        );
+        let list = f
+            .send(
+                Method::GET,
+                &format!(
+                    "{}/locations/westus/instanceFailoverGroups?api-version={v}",
+                    f.rg_path("rg")
+                ),
+                None,
+            )
+            .await
+            .body;
+        assert_eq!(
+            list["value"][0]["properties"]
+                .get("secondaryType")
+                .is_some(),
+            has,
+            "{v}: {list}"
+        );
+    }
+    // An update under a version without `secondaryType` keeps it.
+    let r = f
+        .send(
+            Method::PUT,
+            &at("rg", "eastus", "fg"),
+            Some(&Fogd::group_body(
+                &a,
+                &b,
+                "westus",
+                json!({"secondaryType": "Standby"}),
+            )),
+        )
+        .await;
+    assert_eq!(f.wait_operation(&r).await["status"], "Succeeded");
+    let r = f
+        .send(
+            Method::PUT,
+            &under("2021-11-01"),
+            Some(&Fogd::group_body(
+                &a,
+                &b,
+                "westus",
+                json!({"secondaryType": "Geo"}),
+            )),
+        )
+        .await;
+    let done = f.wait_operation(&r).await;
+    assert_eq!(done["status"], "Succeeded");
+    let result = f
+        .send(Method::GET, &r.header("location").expect("Location"), None)
+        .await
+        .body;
+    assert!(
+        result["properties"].get("secondaryType").is_none(),
+        "{result}"
+    );
+    assert_eq!(
+        f.send(Method::GET, &at("rg", "eastus", "fg"), None)
+            .await
+            .body["properties"]["secondaryType"],
+        "Standby"
     );
     // Modifying the pair is modifying a read-only property.
     let r = f

@@ -118,10 +118,14 @@ async fn instance_and_database_lifecycle_on_real_postgres() {
         .batch_execute("CREATE TABLE t(x int); INSERT INTO t VALUES (1)")
         .await
         .expect("write");
-    // PUT again is idempotent: 200 with the same database.
+    // PUT again is an update (of its tags, the only changeable property): an operation
+    // that has already succeeded, and the same database.
     let again = f.send(Method::PUT, &db_path, Some("{}")).await;
-    assert_eq!(again.status, StatusCode::OK);
-    assert_eq!(again.body["id"], db.body["id"]);
+    assert_eq!(f.wait_operation(&again).await["status"], "Succeeded");
+    assert_eq!(
+        f.send(Method::GET, &db_path, None).await.body["id"],
+        db.body["id"]
+    );
     let list = f
         .send(
             Method::GET,

@@ -1,6 +1,8 @@
 //! Test harness: runs the real `fogd` binary over HTTPS against real PostgreSQL servers.
 #![allow(dead_code)]
 
+pub mod contract;
+
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -173,6 +175,14 @@ impl Fogd {
         format!("{}/managedInstances/{mi}", self.rg_path(rg))
     }
 
+    /// `…/locations/{location}/instanceFailoverGroups/{name}` (no query).
+    pub fn ifog_path(&self, rg: &str, location: &str, name: &str) -> String {
+        format!(
+            "{}/locations/{location}/instanceFailoverGroups/{name}",
+            self.rg_path(rg)
+        )
+    }
+
     /// Sends a request; `path` may include a query, or be an absolute URL (its path and
     /// query are used against this fogd, as go-azure-sdk does).
     pub async fn send(&self, method: Method, path: &str, body: Option<&str>) -> Reply {
@@ -191,7 +201,9 @@ impl Fogd {
             Some(i) if path.starts_with("https://") => &path[i..],
             _ => path,
         };
-        let mut req = self.client.request(method, format!("{}{}", self.url, path));
+        let mut req = self
+            .client
+            .request(method.clone(), format!("{}{}", self.url, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -210,6 +222,8 @@ impl Fogd {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| panic!("non-JSON body: {}", String::from_utf8_lossy(&bytes)))
         };
+        // Every response follows the published specification of the version it names.
+        contract::check(&method, path, status.as_u16(), &body);
         Reply {
             status,
             headers,
