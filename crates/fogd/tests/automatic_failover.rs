@@ -44,46 +44,13 @@ struct Setup {
 async fn setup(name: &str, rw: Value) -> Setup {
     let e = env();
     let f = Fogd::start_with(&e).await;
-    let a = f
-        .create_instance("rg-east", &format!("{name}-a"), "eastus")
-        .await;
-    let b = f
-        .create_partner("rg-west", &format!("{name}-b"), "westus", &a)
-        .await;
-    let r = f
-        .send(
-            Method::PUT,
-            &format!(
-                "{}/databases/app?{API}",
-                f.mi_path("rg-east", &format!("{name}-a"))
-            ),
-            Some("{}"),
-        )
-        .await;
-    assert_eq!(f.wait_operation(&r).await["status"], "Succeeded");
-    admin_at(&a, &["properties", "postgresEndpoint"], "app")
-        .await
-        .expect("connect")
-        .batch_execute("CREATE TABLE t(id bigint primary key)")
-        .await
-        .expect("table");
-    let at_a = format!(
-        "{}/locations/eastus/instanceFailoverGroups/{name}?{API}",
-        f.rg_path("rg-east")
-    );
-    let at_b = format!(
-        "{}/locations/westus/instanceFailoverGroups/{name}?{API}",
-        f.rg_path("rg-west")
-    );
-    let body = Fogd::group_body(&a, &b, "westus", json!({ "readWriteEndpoint": rw }));
-    let r = f.send(Method::PUT, &at_a, Some(&body)).await;
-    assert_eq!(
-        f.wait_operation(&r).await["status"],
-        "Succeeded",
-        "{}",
-        f.log()
-    );
-    let group = f.send(Method::GET, &at_a, None).await.body;
+    let common::group::GroupParts {
+        a,
+        b,
+        at_a,
+        at_b,
+        view: group,
+    } = common::group::create_group(&f, name, rw).await;
     let s = Setup {
         f,
         a,

@@ -32,45 +32,13 @@ struct Group {
 impl Group {
     async fn new(name: &str, rw: Value) -> Group {
         let f = Fogd::start_with(&env()).await;
-        let a = f
-            .create_instance("rg-east", &format!("{name}-a"), "eastus")
-            .await;
-        let b = f
-            .create_partner("rg-west", &format!("{name}-b"), "westus", &a)
-            .await;
-        let r = f
-            .send(
-                Method::PUT,
-                &format!(
-                    "{}/databases/app?{API}",
-                    f.mi_path("rg-east", &format!("{name}-a"))
-                ),
-                Some("{}"),
-            )
-            .await;
-        assert_eq!(f.wait_operation(&r).await["status"], "Succeeded");
-        admin_at(&a, &["properties", "postgresEndpoint"], "app")
-            .await
-            .expect("connect")
-            .batch_execute("CREATE TABLE t(id bigint primary key)")
-            .await
-            .expect("table");
-        let at = |rg: &str, loc: &str| {
-            format!(
-                "{}/locations/{loc}/instanceFailoverGroups/{name}?{API}",
-                f.rg_path(rg)
-            )
-        };
-        let (at_a, at_b) = (at("rg-east", "eastus"), at("rg-west", "westus"));
-        let body = Fogd::group_body(&a, &b, "westus", json!({ "readWriteEndpoint": rw }));
-        let r = f.send(Method::PUT, &at_a, Some(&body)).await;
-        assert_eq!(
-            f.wait_operation(&r).await["status"],
-            "Succeeded",
-            "{}",
-            f.log()
-        );
-        let view = f.send(Method::GET, &at_a, None).await.body;
+        let common::group::GroupParts {
+            a,
+            b,
+            at_a,
+            at_b,
+            view,
+        } = common::group::create_group(&f, name, rw).await;
         let g = Group {
             f,
             a,

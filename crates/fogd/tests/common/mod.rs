@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod contract;
+pub mod group;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
