@@ -221,9 +221,13 @@ async fn run(args: &Args) -> Result<bool> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
+    // Leaving `run` early drops the cluster: fogd and its servers are stopped.
     let ok = tokio::select! {
         r = run(&args) => r?,
         _ = tokio::signal::ctrl_c() => return Err(anyhow!("interrupted; fogd and its servers were stopped")),
+        _ = term.recv() => return Err(anyhow!("terminated; fogd and its servers were stopped")),
     };
     if !ok {
         std::process::exit(1);

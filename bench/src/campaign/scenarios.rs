@@ -177,6 +177,12 @@ pub const SCENARIOS: &[Scenario] = &[
         title: "500 half-open TCP/TLS connections",
         quick: true,
     },
+    Scenario {
+        key: "slot-overflow",
+        number: 7,
+        title: "secondary frozen until its slot passes max_slot_wal_keep_size",
+        quick: false,
+    },
 ];
 
 /// The steps of the group operations, from the orchestrator itself (they double as
@@ -496,6 +502,7 @@ impl Campaign {
             "conflict-db-create" => conflict(cl, &s, Conflict::DbCreate).await,
             "slow-clients" => api_attack(cl, &s, true).await,
             "connection-flood" => api_attack(cl, &s, false).await,
+            "slot-overflow" => slot_overflow(cl, &s).await,
             other => Err(anyhow!("unknown scenario {other}")),
         };
         let mut broken = false;
@@ -1540,4 +1547,98 @@ async fn api_attack(cl: &mut Cluster, s: &Settings, slow: bool) -> Result<Outcom
 
 fn shorten_err(e: &anyhow::Error) -> String {
     super::fogd::shorten(&format!("{e:#}"), 160)
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenario 7: the secondary's slot overflows.
+
+/// WAL written while the secondary is frozen: more than the slot may keep (fogd sets
+/// `max_slot_wal_keep_size = 2GB`).
+const OVERFLOW_MB: u32 = 2300;
+
+/// How long the primary's CHECKPOINT after the overflow may take.
+const CHECKPOINT_BOUND: u64 = 60;
+
+/// The secondary freezes; the primary writes more WAL than the slot may keep (logical
+/// messages, 1 MiB each: WAL without table data) and checkpoints, so the slot is lost. The
+/// primary must keep taking writes throughout; when the secondary thaws, its WAL is gone
+/// and fogd must re-seed it by itself.
+async fn slot_overflow(cl: &mut Cluster, s: &Settings) -> Result<Outcome> {
+    let mut out = Outcome::default();
+    let (p, sec) = (cl.primary, cl.secondary());
+    let dir = cl.members[sec].dir.clone();
+    let paddr = cl.members[p].addr.clone();
+    if signal_server(&dir, Signal::SIGSTOP) == 0 {
+        bail!("no process of {} to freeze", cl.members[sec].name);
+    }
+    let t_stop = now();
+    let acks_at_stop = cl.workload().ack_count();
+    // The CHECKPOINT must finish: that is when the primary drops the WAL the lost slot
+    // held. It runs on its own connection, bounded.
+    let flood = async {
+        let c = super::workload::connect(&paddr, "postgres", Duration::from_secs(5)).await?;
+        tokio::time::timeout(
+            Duration::from_secs(180),
+            c.batch_execute(&format!(
+                "SELECT pg_logical_emit_message(false, 'campaign', repeat('x', 1048576)) \
+                 FROM generate_series(1, {OVERFLOW_MB})"
+            )),
+        )
+        .await
+        .context("writing the WAL took more than 180 s")?
+        .context("write WAL on the primary")?;
+        let checkpoint = tokio::time::timeout(
+            Duration::from_secs(CHECKPOINT_BOUND),
+            c.batch_execute("CHECKPOINT"),
+        )
+        .await;
+        let c = super::workload::connect(&paddr, "postgres", Duration::from_secs(5)).await?;
+        let row = c
+            .query_one(
+                "SELECT string_agg(slot_name || ' ' || coalesce(wal_status, '?'), ', '), \
+                        (SELECT sum(size) FROM pg_ls_waldir())::bigint \
+                 FROM pg_replication_slots",
+                &[],
+            )
+            .await?;
+        anyhow::Ok((
+            row.get::<_, Option<String>>(0).unwrap_or_default(),
+            row.get::<_, Option<i64>>(1).unwrap_or(0),
+            matches!(checkpoint, Ok(Ok(()))),
+        ))
+    }
+    .await;
+    let acks_frozen = cl.workload().ack_count().saturating_sub(acks_at_stop);
+    signal_server(&dir, Signal::SIGCONT);
+    let t = now();
+    let (slots, wal_bytes, checkpointed) = flood?;
+    if !checkpointed {
+        let log =
+            std::fs::read_to_string(cl.members[p].dir.join("postgres.log")).unwrap_or_default();
+        let slot_lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("slot") || l.contains("checkpoint"))
+            .collect();
+        out.failures.push(format!(
+            "the primary was harmed: its CHECKPOINT did not finish within {CHECKPOINT_BOUND} s \
+             while the secondary was frozen, so it could not drop the WAL the lost slot held \
+             (primary's log: {})",
+            slot_lines[slot_lines.len().saturating_sub(3)..].join(" | ")
+        ));
+    }
+    out.notes.push(format!(
+        "{} frozen {:.0} s while the primary wrote {OVERFLOW_MB} MiB of WAL; slots after the \
+         checkpoint: {slots}; pg_wal {:.0} MiB; {acks_frozen} writes acknowledged meanwhile",
+        cl.members[sec].name,
+        t - t_stop,
+        wal_bytes as f64 / 1048576.0
+    ));
+    if acks_frozen == 0 {
+        out.failures
+            .push("the primary took no write while the secondary was frozen".into());
+    }
+    cl.wait_recovered(s.bound.max(Duration::from_secs(240)), &[])
+        .await?;
+    out.recover_s = Some(now() - t);
+    Ok(out)
 }
