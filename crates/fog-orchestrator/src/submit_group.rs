@@ -242,7 +242,9 @@ impl Orchestrator {
             },
             policies: spec.policies,
             replication_state: ReplicationState::Pending,
-            generation: 1,
+            // Above every generation either server has accepted (from earlier groups'
+            // failovers), so the group's commands are never refused as stale.
+            generation: p.generation.max(s.generation).max(1),
             active_operation: Some(op.id.clone()),
             listeners,
             dns_zone: p.dns_zone.clone(),

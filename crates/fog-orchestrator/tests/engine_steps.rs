@@ -1918,3 +1918,49 @@ async fn a_forced_failover_reports_exactly_the_lost_wal() {
     assert_eq!(g.replication_state, ReplicationState::CatchUp);
     w.heal().await;
 }
+
+/// A group deleted after failovers and created again on the same instances starts at a
+/// generation above what their servers accepted, so its first failover is not refused as
+/// stale (found by the fault campaign: `PlannedFailoverTimedOut` after a re-create).
+#[tokio::test]
+async fn a_group_created_again_after_failovers_can_fail_over() {
+    let w = World::build(true).await;
+    for location in ["westus", "eastus"] {
+        let op =
+            w.o.failover_group(&at(location), GROUP, true, API)
+                .await
+                .expect("failover");
+        w.succeeded(&op.id).await;
+    }
+    let fenced = w.instance("mi-east").await.expect("east").generation;
+    assert!(fenced > 1, "two failovers fenced the servers: {fenced}");
+    let op =
+        w.o.delete_failover_group(&at("eastus"), GROUP, API)
+            .await
+            .expect("delete")
+            .expect("an operation");
+    w.succeeded(&op.id).await;
+    // The former secondary keeps copies of the databases as its own: empty it again.
+    if let Some(op) =
+        w.o.delete_database(&mi("mi-west"), "appdb", API)
+            .await
+            .expect("drop the copy")
+    {
+        w.succeeded(&op.id).await;
+    }
+    let op =
+        w.o.put_failover_group(&at("eastus"), GROUP, group_spec("Disabled"), API)
+            .await
+            .expect("create again");
+    w.succeeded(&op.id).await;
+    assert!(w.group().await.expect("group").generation >= fenced);
+    let op =
+        w.o.failover_group(&at("westus"), GROUP, true, API)
+            .await
+            .expect("failover");
+    w.succeeded(&op.id).await;
+    assert_eq!(
+        w.group().await.expect("group").primary.uid,
+        w.uid("mi-west").await
+    );
+}

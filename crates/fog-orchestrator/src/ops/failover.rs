@@ -170,7 +170,13 @@ async fn execute_step(
             }
             if g.switch.is_none() {
                 let mut next = g.clone();
-                next.generation += 1;
+                // Past the group's and both servers' generations (a group created by an
+                // older fogd may start below what its servers accepted before).
+                next.generation = g
+                    .generation
+                    .max(primary.value.generation)
+                    .max(secondary.value.generation)
+                    + 1;
                 next.switch = Some(Switch {
                     planned,
                     checkpoint_lsn: None,
