@@ -1178,6 +1178,12 @@ impl Group {
             nix::sys::signal::Signal::SIGKILL,
         )
         .with_context(|| format!("kill -9 {pid} (postmaster of {})", old.name))?;
+        // The host goes with it: fogd restarts a server that merely crashed, so the outage
+        // lasts past the grace period only if nothing can start it (the directory is
+        // replaced by a file until the failover happened).
+        let lost = dir.with_extension("lost");
+        std::fs::rename(&dir, &lost).with_context(|| format!("move {}", dir.display()))?;
+        std::fs::write(&dir, "host gone").with_context(|| format!("write {}", dir.display()))?;
 
         let deadline = Instant::now() + Duration::from_secs(GRACE_MINUTES + 30);
         let mut countdown: Option<(f64, f64)> = None;
@@ -1211,6 +1217,10 @@ impl Group {
             tokio::time::sleep(POLL).await;
         };
         let (since, due) = countdown.ok_or_else(|| anyhow!("no countdown"))?;
+        // The host comes back: fogd rewinds the old primary and re-attaches it.
+        std::fs::remove_file(&dir).with_context(|| format!("remove {}", dir.display()))?;
+        std::fs::rename(&lost, &dir).with_context(|| format!("restore {}", dir.display()))?;
+        let _ = std::fs::remove_file(dir.join("pgdata/postmaster.pid"));
         self.primary = 1 - self.primary;
         let view = self.wait_healthy(f, "automatic failover").await?;
         let rejoined = clock.now();
