@@ -66,6 +66,36 @@ pub struct Cluster {
     seen_events: HashSet<String>,
     pub pg_bin_dir: PathBuf,
     pub user: PgUser,
+    /// The trial left changes behind that only a new cluster undoes.
+    pub dispose: bool,
+    /// Loop-mounted file systems under the servers; dropped after `fogd` (declared
+    /// earlier), i.e. once fogd stopped its servers.
+    pub mounts: Mounts,
+}
+
+/// File systems to unmount (`umount`; a loop device mounted with `-o loop` is detached
+/// with it).
+#[derive(Default)]
+pub struct Mounts(pub Vec<PathBuf>);
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        for m in self.0.drain(..).rev() {
+            let ok = std::process::Command::new("umount")
+                .arg(&m)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                // Something still holds it: detach it lazily rather than leave it behind.
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(&m)
+                    .status();
+            }
+        }
+    }
 }
 
 /// The server directory (`<data>/instances/<uid>`) whose running postmaster listens on
@@ -242,6 +272,8 @@ impl Cluster {
             seen_events: HashSet::new(),
             pg_bin_dir: pg_bin_dir.to_path_buf(),
             user: user.clone(),
+            dispose: false,
+            mounts: Mounts::default(),
         };
         cl.create_group(None).await?;
         cl.wait_recovered(Duration::from_secs(60), &[]).await?;
@@ -743,6 +775,36 @@ impl Cluster {
             w.stop().await;
         }
         self.fogd.terminate();
+        // `self.mounts` goes when `self` does, after fogd stopped the servers.
+    }
+
+    /// Runs `pg_ctl` on member `i`'s server as the PostgreSQL OS user.
+    pub fn pg_ctl(&self, i: usize, args: &[&str]) -> Result<()> {
+        let pg_ctl = self.pg_bin_dir.join("pg_ctl");
+        let mut cmd = match &self.user {
+            Some((name, _, _)) => {
+                let mut c = std::process::Command::new("runuser");
+                c.args(["-u", name, "--"]).arg(&pg_ctl);
+                c
+            }
+            None => std::process::Command::new(&pg_ctl),
+        };
+        let out = cmd
+            .args(args)
+            .arg("-D")
+            .arg(self.members[i].dir.join("pgdata"))
+            .current_dir("/")
+            .output()
+            .context("run pg_ctl")?;
+        if !out.status.success() {
+            bail!(
+                "pg_ctl {args:?} on {}: {}{}",
+                self.members[i].name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     pub fn admin() -> (&'static str, &'static str) {

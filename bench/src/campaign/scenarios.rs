@@ -5,7 +5,7 @@
 use super::attack::{tls_config, Flood, SlowClients};
 use super::cluster::{signal_server, until, walreceiver_pid, Cluster, DataCheck, GROUP};
 use super::fogd::{send_with, Reply};
-use super::workload::{now, Load};
+use super::workload::{now, Load, DATABASE as DATABASE_NAME};
 use crate::PgUser;
 use anyhow::{anyhow, bail, Context, Result};
 use fog_model::Action;
@@ -176,6 +176,12 @@ pub const SCENARIOS: &[Scenario] = &[
         number: 6,
         title: "500 half-open TCP/TLS connections",
         quick: true,
+    },
+    Scenario {
+        key: "disk-full",
+        number: 7,
+        title: "the secondary's disk full (a small loop-mounted file system), then space again",
+        quick: false,
     },
     Scenario {
         key: "slot-overflow",
@@ -503,6 +509,7 @@ impl Campaign {
             "slow-clients" => api_attack(cl, &s, true).await,
             "connection-flood" => api_attack(cl, &s, false).await,
             "slot-overflow" => slot_overflow(cl, &s).await,
+            "disk-full" => disk_full(cl, &s).await,
             other => Err(anyhow!("unknown scenario {other}")),
         };
         let mut broken = false;
@@ -612,7 +619,7 @@ impl Campaign {
         self.next_id = i64::try_from(cl.workload().ack_count()).unwrap_or(0) + 1;
         // A failed trial may leave damage behind that would fail the next ones for the same
         // reason; every trial after a failure starts on a fresh cluster.
-        if broken || !trial.failures.is_empty() {
+        if broken || cl.dispose || !trial.failures.is_empty() {
             if let Some(c) = self.cluster.take() {
                 // Ids go on from where the writer is, so a new cluster never reuses one.
                 let last = c.workload().acks().last().map_or(0, |a| a.id);
@@ -1639,6 +1646,139 @@ async fn slot_overflow(cl: &mut Cluster, s: &Settings) -> Result<Outcome> {
     }
     cl.wait_recovered(s.bound.max(Duration::from_secs(240)), &[])
         .await?;
+    out.recover_s = Some(now() - t);
+    Ok(out)
+}
+
+/// Runs a command; its output is the error when it fails.
+fn sh(program: &str, args: &[&std::ffi::OsStr]) -> Result<()> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("run {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Free bytes of the file system holding `p` (`df`'s "available").
+fn available(p: &std::path::Path) -> Result<u64> {
+    let v = nix::sys::statvfs::statvfs(p).context("statvfs")?;
+    Ok(v.blocks_available() as u64 * v.fragment_size() as u64)
+}
+
+/// The secondary's data lives on a small file system; a ballast file leaves it 40 MB; the
+/// primary writes 300 MB. The secondary runs out of space (the primary must keep taking
+/// writes); then the ballast goes, and fogd must bring the secondary back by itself.
+async fn disk_full(cl: &mut Cluster, s: &Settings) -> Result<Outcome> {
+    use std::ffi::OsStr;
+    let mut out = Outcome::default();
+    if !nix::unistd::geteuid().is_root() {
+        bail!("needs root (it mounts a small file system)");
+    }
+    cl.dispose = true;
+    let sec = cl.secondary();
+    let p = cl.primary;
+    let dir = cl.members[sec].dir.clone();
+    let img = s.root.join(format!("{}-disk.img", cl.members[sec].name));
+    let mnt = s.root.join(format!("{}-disk", cl.members[sec].name));
+    std::fs::create_dir_all(&mnt).context("mount point")?;
+    sh(
+        "truncate",
+        &[OsStr::new("-s"), OsStr::new("800M"), img.as_os_str()],
+    )?;
+    sh(
+        "mkfs.ext4",
+        &[OsStr::new("-q"), OsStr::new("-F"), img.as_os_str()],
+    )?;
+    sh(
+        "mount",
+        &[
+            OsStr::new("-o"),
+            OsStr::new("loop"),
+            img.as_os_str(),
+            mnt.as_os_str(),
+        ],
+    )?;
+    cl.mounts.0.push(mnt.clone());
+    std::fs::set_permissions(&mnt, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .context("chmod mount point")?;
+    // Behind fogd's back (fogd down, the server stopped): the secondary's directory moves
+    // onto the small file system and a symbolic link takes its place.
+    cl.fogd.kill9();
+    cl.pg_ctl(sec, &["stop", "-m", "fast", "-w"])?;
+    let moved = mnt.join(
+        dir.file_name()
+            .ok_or_else(|| anyhow!("server directory name"))?,
+    );
+    sh(
+        "cp",
+        &[OsStr::new("-a"), dir.as_os_str(), moved.as_os_str()],
+    )?;
+    std::fs::remove_dir_all(&dir).context("remove the old server directory")?;
+    std::os::unix::fs::symlink(&moved, &dir).context("symlink the server directory")?;
+    cl.fogd.launch(&[]).await?;
+    cl.wait_recovered(s.bound, &[])
+        .await
+        .context("with the secondary on the small file system")?;
+    let ballast = mnt.join("ballast");
+    let free = available(&mnt)?;
+    let fill = free.saturating_sub(40 << 20);
+    sh(
+        "fallocate",
+        &[
+            OsStr::new("-l"),
+            OsStr::new(&fill.to_string()),
+            ballast.as_os_str(),
+        ],
+    )?;
+    let acks_before = cl.workload().ack_count();
+    let t_fill = now();
+    let c = super::workload::connect(&cl.members[p].addr, DATABASE_NAME, Duration::from_secs(5))
+        .await?;
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        c.batch_execute(
+            "INSERT INTO load SELECT g, repeat('y', 1000) FROM generate_series(1, 300000) g",
+        ),
+    )
+    .await
+    .context("writing 300 MB on the primary took more than 120 s")?
+    .context("write 300 MB on the primary")?;
+    // What the secondary does with a full disk, seen by fogd.
+    let seen = until(
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || async {
+            let g = cl.fogd.get(&cl.group_url(p, "")).await.ok()?;
+            let h = &g["properties"]["health"]["secondary"];
+            (h["status"] != "Healthy" || g["properties"]["replicationState"] != "CATCH_UP")
+                .then(|| format!("{} {}", h["status"], h["lastError"]))
+        },
+    )
+    .await;
+    let acks_full = cl.workload().ack_count().saturating_sub(acks_before);
+    let log = std::fs::read_to_string(moved.join("postgres.log")).unwrap_or_default();
+    let no_space = log.lines().filter(|l| l.contains("No space left")).count();
+    out.notes.push(format!(
+        "{} MiB free left on {}'s file system; {no_space} 'No space left' lines in its log; \
+         fogd saw: {}; {acks_full} writes acknowledged in {:.0} s",
+        (free - fill) >> 20,
+        cl.members[sec].name,
+        seen.as_deref().unwrap_or("nothing wrong within 30 s"),
+        now() - t_fill
+    ));
+    if acks_full == 0 {
+        out.failures
+            .push("the primary took no write while the secondary's disk was full".into());
+    }
+    std::fs::remove_file(&ballast).context("remove the ballast")?;
+    let t = now();
+    cl.wait_recovered(s.bound, &[]).await?;
     out.recover_s = Some(now() - t);
     Ok(out)
 }
