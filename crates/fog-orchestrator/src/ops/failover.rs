@@ -233,11 +233,9 @@ async fn execute_step(
                 .as_ref()
                 .and_then(|s| s.checkpoint_lsn.clone())
                 .ok_or_else(ArmError::operation_interrupted)?;
+            // (A new primary that is not running yet — fogd just started — is started by
+            // the supervisor; the loop waits for it within the timeout.)
             let spec = o.server_spec(&new.value).await?;
-            agent
-                .ensure_running(&spec, gen)
-                .await
-                .map_err(engine_error(step))?;
             let deadline = tokio::time::Instant::now() + timeout;
             loop {
                 match agent.replayed_past(&spec, &lsn).await {
@@ -251,15 +249,19 @@ async fn execute_step(
         }
         FailoverStep::Promote => {
             let spec = o.server_spec(&new.value).await?;
-            // After a restart of fogd the supervisor may still be starting it.
-            agent
-                .ensure_running(&spec, gen)
-                .await
-                .map_err(engine_error(step))?;
-            agent
-                .promote(&spec, gen)
-                .await
-                .map_err(engine_error(step))?;
+            if let Err(e) = agent.promote(&spec, gen).await {
+                // After a restart of fogd the supervisor may still be starting it: make
+                // sure it runs (off the fast path), then promote.
+                tracing::info!(group = %g.name, error = %e, "promotion failed; making sure the new primary runs");
+                agent
+                    .ensure_running(&spec, gen)
+                    .await
+                    .map_err(engine_error(step))?;
+                agent
+                    .promote(&spec, gen)
+                    .await
+                    .map_err(engine_error(step))?;
+            }
         }
         FailoverStep::Route => {
             if !routed {
