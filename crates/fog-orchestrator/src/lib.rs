@@ -121,6 +121,8 @@ pub struct Orchestrator {
     pub(crate) hook: Option<Arc<dyn failpoint::StepHook>>,
     /// Maps a persisted action to its operation type (the engine never names one).
     pub(crate) registry: engine::Registry,
+    /// Set once fogd stops its servers: the supervisor starts none any more.
+    pub(crate) stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub(crate) fn store_err(e: StoreError) -> ArmError {
@@ -149,6 +151,7 @@ impl Orchestrator {
             runners: Arc::default(),
             hook: None,
             registry: ops::registry,
+            stopping: Arc::default(),
         }
     }
 
@@ -209,6 +212,9 @@ impl Orchestrator {
 
     /// Stops every server fogd runs (clean shutdown of the embedded region).
     pub async fn stop_all_servers(&self) {
+        // First, so that no restart races the stops below.
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let Ok(instances) = catalog::all_instances(self.store.as_ref()).await else {
             return;
         };

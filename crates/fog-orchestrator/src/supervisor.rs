@@ -78,6 +78,9 @@ impl Orchestrator {
     /// One pass: starts (in the background) every server that should run but does not.
     /// `immediate` skips the first wait (at start-up, servers are expected to be down).
     pub async fn supervise(&self, immediate: bool) {
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let (Ok(hands_off), Ok(instances)) = (
             self.hands_off().await,
             catalog::all_instances(self.store.as_ref()).await,
@@ -163,6 +166,7 @@ impl Orchestrator {
             }
             _ => false,
         };
+        let still_ours = still_ours && !self.stopping.load(std::sync::atomic::Ordering::SeqCst);
         let result = if still_ours {
             Some(self.agent.ensure_running(&spec, rec.generation).await)
         } else {
