@@ -1657,12 +1657,25 @@ fn sh(program: &str, args: &[&std::ffi::OsStr]) -> Result<()> {
         .output()
         .with_context(|| format!("run {program}"))?;
     if !out.status.success() {
-        bail!(
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first: Vec<&str> = err.lines().take(2).collect();
+        bail!("{program} {args:?}: {}", first.join(" | "));
     }
     Ok(())
+}
+
+/// Bytes under `p` (`du -sb`).
+fn du(p: &std::path::Path) -> Result<u64> {
+    let out = std::process::Command::new("du")
+        .arg("-sb")
+        .arg(p)
+        .output()
+        .context("run du")?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow!("du -sb {}: no size", p.display()))
 }
 
 /// Free bytes of the file system holding `p` (`df`'s "available").
@@ -1687,9 +1700,15 @@ async fn disk_full(cl: &mut Cluster, s: &Settings) -> Result<Outcome> {
     let img = s.root.join(format!("{}-disk.img", cl.members[sec].name));
     let mnt = s.root.join(format!("{}-disk", cl.members[sec].name));
     std::fs::create_dir_all(&mnt).context("mount point")?;
+    // Room for the server as it is and its WAL to come (ext4 takes its share too).
+    let size_mb = (du(&dir)? >> 20) * 5 / 4 + 600;
     sh(
         "truncate",
-        &[OsStr::new("-s"), OsStr::new("800M"), img.as_os_str()],
+        &[
+            OsStr::new("-s"),
+            OsStr::new(&format!("{size_mb}M")),
+            img.as_os_str(),
+        ],
     )?;
     sh(
         "mkfs.ext4",
@@ -1765,7 +1784,7 @@ async fn disk_full(cl: &mut Cluster, s: &Settings) -> Result<Outcome> {
     let log = std::fs::read_to_string(moved.join("postgres.log")).unwrap_or_default();
     let no_space = log.lines().filter(|l| l.contains("No space left")).count();
     out.notes.push(format!(
-        "{} MiB free left on {}'s file system; {no_space} 'No space left' lines in its log; \
+        "{size_mb} MiB file system, {} MiB free left on {}'s; {no_space} 'No space left' lines in its log; \
          fogd saw: {}; {acks_full} writes acknowledged in {:.0} s",
         (free - fill) >> 20,
         cl.members[sec].name,
