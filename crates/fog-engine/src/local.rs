@@ -44,6 +44,10 @@ synchronous_commit = local
 recovery_init_sync_method = syncfs
 wal_retrieve_retry_interval = '1s'
 wal_receiver_status_interval = '1s'
+# A standby that stops answering (frozen, its network gone) is disconnected after 10 s
+# rather than PostgreSQL's 60: until then its walsender holds the slot, and a checkpoint
+# that must invalidate that slot (past max_slot_wal_keep_size) waits for it.
+wal_sender_timeout = '10s'
 
 shared_buffers = '32MB'
 max_connections = 100
