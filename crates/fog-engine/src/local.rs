@@ -48,6 +48,10 @@ wal_receiver_status_interval = '1s'
 # rather than PostgreSQL's 60: until then its walsender holds the slot, and a checkpoint
 # that must invalidate that slot (past max_slot_wal_keep_size) waits for it.
 wal_sender_timeout = '10s'
+# Data a peer has not acknowledged for 10 s means the peer is gone (a frozen standby, a
+# cut network): the kernel drops the connection, so a walsender blocked sending to it
+# exits and lets go of its slot.
+tcp_user_timeout = '10s'
 
 shared_buffers = '32MB'
 max_connections = 100
