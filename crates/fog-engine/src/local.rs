@@ -253,15 +253,31 @@ impl LocalAgent {
             .map_err(io(format!("resolve {}", spec.dir.display())))
     }
 
+    /// Whether the server's postmaster runs: what `pg_ctl status` checks (the pid in
+    /// `postmaster.pid` is alive), without starting a process — the supervisor asks this of
+    /// every server every probe interval. A pid reused by another program after a crash
+    /// does not count: the process must be a `postgres`.
     async fn is_running(&self, spec: &ServerSpec) -> Result<bool, EngineError> {
         if !spec.pgdata().join("PG_VERSION").exists() {
             return Ok(false);
         }
-        let mut cmd = self.tool("pg_ctl", &spec.dir);
-        cmd.arg("status").arg("-D").arg(spec.pgdata());
-        let out = cmd.output().await.map_err(io("run pg_ctl status"))?;
-        // 0 = running, 3 = not running, 4 = no valid data directory.
-        Ok(out.status.code() == Some(0))
+        let pid_file = match std::fs::read_to_string(spec.pgdata().join("postmaster.pid")) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io("read postmaster.pid")(e)),
+        };
+        let Some(pid) = pid_file
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+            .filter(|p| *p > 0)
+        else {
+            return Ok(false);
+        };
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        let postgres = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() == "postgres");
+        Ok(alive && postgres)
     }
 
     /// Kills what a previous fogd left running on this server's data: a `pg_rewind`,
