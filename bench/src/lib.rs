@@ -197,4 +197,32 @@ pub fn write_section(
     std::fs::write(path, updated).with_context(|| format!("write {}", path.display()))
 }
 
+/// Waits (up to 60 s, polling every `poll`) until a fogd started as `child` on the data
+/// directory `data` has written its API URL, and returns it. Fails when fogd exits first
+/// (taking it out of `child`) or never writes it; callers add the end of fogd's log.
+pub async fn wait_for_api_url(
+    data: &Path,
+    child: &mut Option<std::process::Child>,
+    poll: std::time::Duration,
+) -> Result<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(u) = std::fs::read_to_string(data.join("api-url")) {
+            if !u.trim().is_empty() {
+                return Ok(u.trim().to_string());
+            }
+        }
+        if let Some(c) = child.as_mut() {
+            if let Some(status) = c.try_wait().context("wait for fogd")? {
+                *child = None;
+                bail!("fogd exited during start-up ({status})");
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("fogd did not write api-url within 60 s");
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
 pub mod campaign;

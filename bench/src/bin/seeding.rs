@@ -183,31 +183,12 @@ impl Fogd {
             sub: String::new(),
             client: reqwest::Client::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(u) = std::fs::read_to_string(f.data.join("api-url")) {
-                if !u.trim().is_empty() {
-                    f.url = u.trim().to_string();
-                    break;
-                }
-            }
-            if let Some(c) = f.child.as_mut() {
-                if let Some(status) = c.try_wait().context("wait for fogd")? {
-                    f.child = None;
-                    bail!(
-                        "fogd exited during start-up ({status}); log:\n{}",
-                        f.log_tail(40)
-                    );
-                }
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "fogd did not write api-url within 60 s; log:\n{}",
-                    f.log_tail(40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        f.url = match fog_bench::wait_for_api_url(&f.data, &mut f.child, Duration::from_millis(50))
+            .await
+        {
+            Ok(url) => url,
+            Err(e) => bail!("{e}; log:\n{}", f.log_tail(40)),
+        };
         let read = |name: &str| -> Result<String> {
             Ok(std::fs::read_to_string(f.data.join(name))
                 .with_context(|| format!("read {name}"))?

@@ -176,31 +176,13 @@ impl Fogd {
             )
         })?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(u) = std::fs::read_to_string(self.data.join("api-url")) {
-                if !u.trim().is_empty() {
-                    self.url = u.trim().to_string();
-                    break;
-                }
-            }
-            if let Some(c) = self.child.as_mut() {
-                if let Some(status) = c.try_wait().context("wait for fogd")? {
-                    self.child = None;
-                    bail!(
-                        "fogd exited during start-up ({status}); log:\n{}",
-                        self.log_tail(20)
-                    );
-                }
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "fogd did not write api-url within 60 s; log:\n{}",
-                    self.log_tail(20)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.url =
+            match crate::wait_for_api_url(&self.data, &mut self.child, Duration::from_millis(20))
+                .await
+            {
+                Ok(url) => url,
+                Err(e) => bail!("{e}; log:\n{}", self.log_tail(20)),
+            };
         if self.ca.is_none() {
             let read = |name: &str| -> Result<String> {
                 Ok(std::fs::read_to_string(self.data.join(name))
