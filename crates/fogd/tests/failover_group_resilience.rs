@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -162,6 +162,7 @@ async fn read_only_endpoint_follows_its_failover_policy() {
 #[cfg(feature = "failpoints")]
 #[tokio::test]
 async fn group_create_survives_a_crash_at_every_step() {
+    use reqwest::StatusCode;
     let mut f = Fogd::start().await;
     let steps = [
         "create_group.align",
