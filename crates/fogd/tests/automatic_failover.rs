@@ -269,9 +269,13 @@ async fn primary_killed_under_load_fails_over_after_grace_and_rejoins() {
         "{last}"
     );
 
-    // Writes resume through the same listener, on b.
+    // Writes resume through the same listener, on b. (A backend of the killed postmaster
+    // can still acknowledge the write it was running just after the kill — on a, inside
+    // the forced failover's loss range — so "resumed" counts from the moment b was seen
+    // as primary, not from the kill.)
+    let seen_primary = killed + failed_over;
     let resumed = loop {
-        if let Some((_, t)) = writer.acked().iter().find(|(_, t)| *t > killed) {
+        if let Some((_, t)) = writer.acked().iter().find(|(_, t)| *t > seen_primary) {
             break *t;
         }
         assert!(
