@@ -96,6 +96,12 @@ catalogue! {
     /// The request line and headers exceeded the server's size limit.
     request_headers_too_large(size, limit) => 431, "RequestHeaderFieldsTooLarge",
         "The request line and headers are {0} bytes, more than the maximum allowed size of {1} bytes.";
+    /// The request line or a header could not be parsed (answered below the router).
+    malformed_request(detail) => 400, "BadRequest",
+        "The request could not be parsed: {0}. Send a valid HTTP/1.1 or HTTP/2 request.";
+    /// The request target is longer than the HTTP parser accepts.
+    request_uri_too_long() => 414, "RequestUriTooLong",
+        "The request URI is longer than the server accepts.";
     /// The request was not answered within the server's request timeout (ARM's wording).
     gateway_timeout() => 504, "GatewayTimeout",
         "The gateway did not receive a response from 'Microsoft.Sql' within the specified time period.";

@@ -14,7 +14,8 @@
 //! timeout, the header read timeout (HTTP/1.1 headers, also the wait for the next request on
 //! a kept-alive connection) and the first-request timeout (the same value, covering
 //! HTTP/2's preface and first request). The request timeout and the header size limit are
-//! fog-api's ([`fog_api::ApiConfig`]), so they answer with the ARM error envelope.
+//! fog-api's ([`fog_api::ApiConfig`]), so they answer with the ARM error envelope; what
+//! hyper itself refuses to parse gets the envelope from [`crate::parse_errors`].
 
 use axum::body::{Body, Bytes};
 use axum::extract::connect_info::{ConnectInfo, Connected};

@@ -10,6 +10,7 @@
 mod config;
 mod datadir;
 mod http;
+mod parse_errors;
 mod routing;
 mod telemetry;
 mod tls;
@@ -331,10 +332,10 @@ async fn serve(settings: Settings) -> Result<()> {
     let header_timeout = Duration::from_millis(settings.header_read_timeout_ms);
     let handle = axum_server::Handle::<http::Peer>::new();
     let mut server = axum_server::Server::from_listener(http::GatedListener::new(listener, gate))
-        .acceptor(
+        .acceptor(parse_errors::EnvelopeAcceptor::new(
             axum_server::tls_rustls::RustlsAcceptor::new(rustls)
                 .handshake_timeout(Duration::from_millis(settings.tls_handshake_timeout_ms)),
-        )
+        ))
         // Covers what hyper's header timeout does not: a connection silent after its
         // handshake, HTTP/2's preface and first request.
         .first_request_timeout(header_timeout)
