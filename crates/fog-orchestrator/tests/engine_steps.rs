@@ -2169,6 +2169,14 @@ async fn a_rewind_whose_reply_died_with_fogd_still_reports_the_loss() {
         .and_then(|r| r.data_loss)
         .expect("dataLoss reported");
     assert_eq!(loss.bytes, LOST_BYTES);
+    // Announced once, as an event.
+    let events = catalog::events(w.st(), GROUP).await.expect("events");
+    let announced: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == fog_model::health::EventKind::DataLoss)
+        .filter(|e| e.message.contains(&format!("{LOST_BYTES} bytes")))
+        .collect();
+    assert_eq!(announced.len(), 1, "{events:?}");
     w.heal().await;
     assert!(w
         .check(&Snapshot::default(), Level::Healed)
