@@ -1,10 +1,13 @@
 //! # fog-bench — shared pieces of fogd's benchmarks
 //!
-//! The benchmark programs live in `src/bin/` (`seeding`, `failover`); each drives a release
-//! fogd over its HTTPS API and writes its own section of `BENCHMARKS.md`. This library holds
-//! what they share: locating the workspace, running PostgreSQL tools as the right OS user,
-//! describing the machine and commit a figure was measured on, medians, and replacing one
-//! marked section of `BENCHMARKS.md`.
+//! The benchmark programs live in `src/bin/` (`seeding`, `failover`, `campaign`); each
+//! drives a release fogd over its HTTPS API and writes its own section of `BENCHMARKS.md`
+//! (or `RELIABILITY.md`). This library holds what they share: the fogd harness ([`fogd`]:
+//! launching fogd on a fresh data directory, its API client, operations polled to their
+//! end, the group's event history, stopping it and its servers), the managed servers
+//! ([`servers`]: addresses, directories, processes), locating the workspace, running
+//! PostgreSQL tools as the right OS user, describing the machine and commit a figure was
+//! measured on, medians, and replacing one marked section of `BENCHMARKS.md`.
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -226,3 +229,5 @@ pub async fn wait_for_api_url(
 }
 
 pub mod campaign;
+pub mod fogd;
+pub mod servers;

@@ -73,11 +73,13 @@
 //!    Medians and maxima, and the ratio of the median grace expiry → first write to the
 //!    median forced request → first write of phase 3. Where the time goes comes from the
 //!    group's events (`…/events`: `AutomaticFailoverTriggered`, `OldPrimaryRejoined`,
-//!    `FailoverFinished`), fogd's log and the new primary's `postgres.log`.
+//!    `FailoverFinished`, `Fenced`, `RoleChanged`) and the new primary's `postgres.log`.
 //!
-//! Where the time goes is read from the servers' logs (`postgres.log`, ms timestamps) and
-//! fogd's log (`RUST_LOG=info`): fence, fast shutdown requested / done, promote requested,
-//! ready for read-write connections, writes routed.
+//! Where the time goes is read from the servers' logs (`postgres.log`, ms timestamps: fast
+//! shutdown requested / done, promote requested, ready for read-write connections), from
+//! the group's event history as fogd serves it (`GET …/events`: `Fenced`, `RoleChanged` —
+//! never from fogd's log text), and from the writers (commits, and the first statement
+//! that failed when the switch closed a session).
 //!
 //! fogd is stopped with SIGTERM at the end (it stops every server, `c` and `d` included),
 //! also on error or Ctrl-C. The figures go to `BENCHMARKS.md` at the workspace root,
@@ -86,21 +88,19 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use fog_bench::{
-    days_from_civil, from_root, git_commit, machine, median, pg_user, utc_now, write_section,
-    PgUser,
-};
+use fog_bench::fogd::{civil_secs, rfc3339_secs, Fogd, API};
+use fog_bench::servers::{addr_at, connect_as, endpoint, server_dir, Addr};
+use fog_bench::{from_root, git_commit, machine, median, pg_user, utc_now, write_section, PgUser};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const API: &str = "api-version=2025-01-01";
 const ADMIN: &str = "fogadmin";
 const PASSWORD: &str = "Bench-Passw0rd-123";
 const RG_EAST: &str = "rg-bench-east";
@@ -126,7 +126,6 @@ const AFTER: f64 = 1.0;
 /// Pause between switches (after the writer wrote on the new primary).
 const PAUSE: Duration = Duration::from_millis(300);
 /// Longest any single operation may take before the benchmark gives up.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
 /// Automatic failover: `failoverWithDataLossGracePeriodMinutes` ...
 const GRACE_MINUTES: u64 = 3;
 /// ... and how long one grace-period minute lasts (`FOGD_GRACE_PERIOD_UNIT_MS`), so the
@@ -228,358 +227,79 @@ impl Tools {
     }
 }
 
-/// An HTTP answer: status, headers and JSON body (`Null` when empty).
-struct Reply {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
+/// fogd with the grace period's minimum and unit shortened (one grace-period minute lasts
+/// a second), every other setting on its embedded default.
+async fn start_fogd(bin: &Path, root: &Path, pg_bin_dir: &Path, user: &PgUser) -> Result<Fogd> {
+    let unit = GRACE_UNIT_MS.to_string();
+    Fogd::start(
+        bin,
+        root,
+        pg_bin_dir,
+        user,
+        &[
+            ("FOGD_MIN_GRACE_PERIOD_MINUTES", "1"),
+            ("FOGD_GRACE_PERIOD_UNIT_MS", unit.as_str()),
+        ],
+    )
+    .await
 }
 
-impl Reply {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    }
+/// The group's path at one member's (resource group, location).
+fn group_path(f: &Fogd, rg: &str, location: &str) -> String {
+    f.group_path(rg, location, GROUP)
 }
 
-/// One running `fogd serve`; dropping it stops fogd (SIGTERM) and, as a safety net, any
-/// PostgreSQL server still running in its data directory.
-struct Fogd {
-    child: Option<Child>,
-    data: PathBuf,
-    log: PathBuf,
-    pg_bin_dir: PathBuf,
-    user: PgUser,
-    url: String,
-    token: String,
-    sub: String,
-    client: reqwest::Client,
+/// Creates an instance (and waits for it); returns its GET view.
+async fn create_instance(
+    f: &Fogd,
+    rg: &str,
+    name: &str,
+    location: &str,
+    partner: Option<&Value>,
+) -> Result<Value> {
+    let mut body = json!({
+        "location": location,
+        "sku": {"name": "GP_Gen5", "tier": "GeneralPurpose"},
+        "properties": {"administratorLogin": ADMIN, "administratorLoginPassword": PASSWORD,
+                       "vCores": 4, "storageSizeInGB": 64}
+    });
+    if let Some(p) = partner {
+        body["properties"]["dnsZonePartner"] = p.clone();
+    }
+    let path = f.instance_path(rg, name);
+    f.complete(
+        Method::PUT,
+        &path,
+        Some(&body),
+        &format!("create instance {name}"),
+    )
+    .await?;
+    f.get(&path).await
 }
 
-impl Fogd {
-    async fn start(bin: &Path, root: &Path, pg_bin_dir: &Path, user: &PgUser) -> Result<Self> {
-        let data = root.join("data");
-        let log = root.join("fogd.log");
-        let log_file = std::fs::File::create(&log).context("create fogd log")?;
-        let mut cmd = std::process::Command::new(bin);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .arg("--pg-bin-dir")
-            .arg(pg_bin_dir)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().context("fogd log")?)
-            .stderr(log_file)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1");
-        // Embedded defaults for everything (probe interval and timeout included), except
-        // the grace period's minimum and unit, so automatic failover is seconds away. They
-        // only matter to a group with the Automatic policy: the planned and forced phases
-        // run under Manual.
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("FOGD_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("FOGD_MIN_GRACE_PERIOD_MINUTES", "1")
-            .env("FOGD_GRACE_PERIOD_UNIT_MS", GRACE_UNIT_MS.to_string());
-        if let Some((name, _, _)) = user {
-            cmd.arg("--pg-os-user").arg(name);
-        }
-        let child = cmd.spawn().with_context(|| {
-            format!(
-                "start {} (build it: cargo build --release -p fogd)",
-                bin.display()
-            )
-        })?;
-        let mut f = Fogd {
-            child: Some(child),
-            data,
-            log,
-            pg_bin_dir: pg_bin_dir.to_path_buf(),
-            user: user.clone(),
-            url: String::new(),
-            token: String::new(),
-            sub: String::new(),
-            client: reqwest::Client::new(),
-        };
-        f.url = match fog_bench::wait_for_api_url(&f.data, &mut f.child, Duration::from_millis(50))
-            .await
-        {
-            Ok(url) => url,
-            Err(e) => bail!("{e}; log:\n{}", f.log_tail(40)),
-        };
-        let read = |name: &str| -> Result<String> {
-            Ok(std::fs::read_to_string(f.data.join(name))
-                .with_context(|| format!("read {name}"))?
-                .trim()
-                .to_string())
-        };
-        f.token = read("admin-token")?;
-        f.sub = read("subscription-id")?;
-        let ca = std::fs::read(f.data.join("ca.pem")).context("read ca.pem")?;
-        let ca = reqwest::Certificate::from_pem(&ca).context("parse ca.pem")?;
-        f.client = reqwest::Client::builder()
-            .tls_certs_only([ca])
-            .build()
-            .context("HTTPS client")?;
-        Ok(f)
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    fn rg_path(&self, rg: &str) -> String {
-        format!(
-            "/subscriptions/{}/resourceGroups/{rg}/providers/Microsoft.Sql",
-            self.sub
-        )
-    }
-
-    fn instance_path(&self, rg: &str, name: &str) -> String {
-        format!("{}/managedInstances/{name}?{API}", self.rg_path(rg))
-    }
-
-    fn group_path(&self, rg: &str, location: &str) -> String {
-        format!(
-            "{}/locations/{location}/instanceFailoverGroups/{GROUP}",
-            self.rg_path(rg)
-        )
-    }
-
-    /// Sends a request to a path (or to an absolute URL fogd handed out).
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply> {
-        let url = if path.starts_with("https://") {
-            path.to_string()
-        } else {
-            format!("{}{}", self.url, path)
-        };
-        let mut req = self
-            .client
-            .request(method.clone(), &url)
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("{method} {url}"))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.context("read response body")?;
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).with_context(|| {
-                format!(
-                    "{method} {url}: non-JSON body {}",
-                    String::from_utf8_lossy(&bytes)
-                )
-            })?
-        };
-        Ok(Reply {
-            status,
-            headers,
-            body,
-        })
-    }
-
-    async fn get(&self, path: &str) -> Result<Value> {
-        let r = self.send(Method::GET, path, None).await?;
-        if r.status != StatusCode::OK {
-            bail!("GET {path}: {} {}", r.status, r.body);
-        }
-        Ok(r.body)
-    }
-
-    /// Polls an `Azure-AsyncOperation` URL every `every` until the operation succeeded.
-    async fn wait(&self, status_url: &str, what: &str, every: Duration) -> Result<()> {
-        let deadline = Instant::now() + OPERATION_TIMEOUT;
-        loop {
-            let s = self.get(status_url).await?;
-            match s["status"].as_str() {
-                Some("InProgress") => {}
-                Some("Succeeded") => return Ok(()),
-                _ => bail!(
-                    "{what} did not succeed: {s}; fogd log:\n{}",
-                    self.log_tail(30)
-                ),
-            }
-            if Instant::now() > deadline {
-                bail!("{what} did not finish in {OPERATION_TIMEOUT:?}");
-            }
-            tokio::time::sleep(every).await;
-        }
-    }
-
-    /// Sends a request and, when it starts an operation, waits until it succeeded.
-    async fn complete(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        what: &str,
-    ) -> Result<()> {
-        let r = self.send(method, path, body).await?;
-        if !r.status.is_success() {
-            bail!("{what}: {} {}", r.status, r.body);
-        }
-        match r.header("azure-asyncoperation") {
-            Some(url) => self.wait(&url, what, Duration::from_millis(50)).await,
-            None => Ok(()),
-        }
-    }
-
-    /// Creates an instance (and waits for it); returns its GET view.
-    async fn create_instance(
-        &self,
-        rg: &str,
-        name: &str,
-        location: &str,
-        partner: Option<&Value>,
-    ) -> Result<Value> {
-        let mut body = json!({
-            "location": location,
-            "sku": {"name": "GP_Gen5", "tier": "GeneralPurpose"},
-            "properties": {"administratorLogin": ADMIN, "administratorLoginPassword": PASSWORD,
-                           "vCores": 4, "storageSizeInGB": 64}
-        });
-        if let Some(p) = partner {
-            body["properties"]["dnsZonePartner"] = p.clone();
-        }
-        let path = self.instance_path(rg, name);
-        self.complete(
-            Method::PUT,
-            &path,
-            Some(&body),
-            &format!("create instance {name}"),
-        )
-        .await?;
-        self.get(&path).await
-    }
-
-    /// Creates database `bench` on an instance and table `w` in it.
-    async fn create_database(&self, rg: &str, instance: &str, view: &Value) -> Result<()> {
-        self.complete(
-            Method::PUT,
-            &format!(
-                "{}/managedInstances/{instance}/databases/{DATABASE}?{API}",
-                self.rg_path(rg)
-            ),
-            Some(&json!({})),
-            &format!("create database {DATABASE} on {instance}"),
-        )
-        .await?;
-        let c = connect(&endpoint(view)?, DATABASE, Duration::from_secs(10)).await?;
-        c.batch_execute(
-            "CREATE TABLE w(id bigint NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())",
-        )
-        .await
-        .with_context(|| format!("create table on {instance}"))
-    }
-
-    fn terminate(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Ok(pid) = i32::try_from(child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("fogd did not stop within 60 s of SIGTERM; killing it");
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Fogd {
-    fn drop(&mut self) {
-        self.terminate();
-        // Safety net: no PostgreSQL server of this run outlives it.
-        let Ok(entries) = std::fs::read_dir(self.data.join("instances")) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let pgdata = e.path().join("pgdata");
-            if !pgdata.join("postmaster.pid").exists() {
-                continue;
-            }
-            let pg_ctl = self.pg_bin_dir.join("pg_ctl");
-            let mut cmd = match &self.user {
-                Some((name, _, _)) => {
-                    let mut c = std::process::Command::new("runuser");
-                    c.args(["-u", name, "--"]).arg(&pg_ctl);
-                    c
-                }
-                None => std::process::Command::new(&pg_ctl),
-            };
-            let _ = cmd
-                .args(["stop", "-m", "immediate", "-D"])
-                .arg(&pgdata)
-                .current_dir("/")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-/// `host:port` of a server or listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Addr {
-    host: String,
-    port: u16,
-}
-
-fn addr_at(v: &Value, what: &str) -> Result<Addr> {
-    let host = v["host"]
-        .as_str()
-        .ok_or_else(|| anyhow!("{what} without host: {v}"))?;
-    let port = v["port"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .ok_or_else(|| anyhow!("{what} without port: {v}"))?;
-    Ok(Addr {
-        host: host.to_string(),
-        port,
-    })
-}
-
-/// Where a client reaches an instance's PostgreSQL server.
-fn endpoint(view: &Value) -> Result<Addr> {
-    addr_at(&view["properties"]["postgresEndpoint"], "postgresEndpoint")
+/// Creates database `bench` on an instance and table `w` in it.
+async fn create_database(f: &Fogd, rg: &str, instance: &str, view: &Value) -> Result<()> {
+    f.complete(
+        Method::PUT,
+        &format!(
+            "{}/managedInstances/{instance}/databases/{DATABASE}?{API}",
+            f.rg_path(rg)
+        ),
+        Some(&json!({})),
+        &format!("create database {DATABASE} on {instance}"),
+    )
+    .await?;
+    let c = connect(&endpoint(view)?, DATABASE, Duration::from_secs(10)).await?;
+    c.batch_execute(
+        "CREATE TABLE w(id bigint NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    )
+    .await
+    .with_context(|| format!("create table on {instance}"))
 }
 
 /// Connects as the administrator.
 async fn connect(a: &Addr, db: &str, timeout: Duration) -> Result<tokio_postgres::Client> {
-    let (c, conn) = tokio_postgres::Config::new()
-        .host(&a.host)
-        .port(a.port)
-        .user(ADMIN)
-        .password(PASSWORD)
-        .dbname(db)
-        .connect_timeout(timeout)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .with_context(|| format!("connect to {}:{}", a.host, a.port))?;
-    tokio::spawn(conn);
-    Ok(c)
+    connect_as(a, db, ADMIN, PASSWORD, timeout).await
 }
 
 /// Seconds since the start of the benchmark (monotonic), convertible to wall time for
@@ -622,6 +342,8 @@ struct Commit {
 /// A writer task committing single-row INSERTs.
 struct Writer {
     commits: Arc<Mutex<Vec<Commit>>>,
+    /// When a statement on an open session failed (the session was closed under it).
+    drops: Arc<Mutex<Vec<f64>>>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<u64>,
 }
@@ -646,9 +368,10 @@ impl Writer {
     /// an error; then tries the last good address first, then the others.
     fn spawn(addrs: Vec<Addr>, connect_timeout: Duration, clock: Clock) -> Self {
         let commits = Arc::new(Mutex::new(Vec::<Commit>::with_capacity(1 << 20)));
+        let drops = Arc::new(Mutex::new(Vec::<f64>::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let task = {
-            let (commits, stop) = (commits.clone(), stop.clone());
+            let (commits, drops, stop) = (commits.clone(), drops.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut conn: Option<tokio_postgres::Client> = None;
                 let mut prefer = 0usize;
@@ -666,6 +389,10 @@ impl Writer {
                         match insert(c, id).await {
                             Ok(port) => record(port),
                             Err(_) => {
+                                let t = clock.now();
+                                if let Ok(mut d) = drops.lock() {
+                                    d.push(t);
+                                }
                                 errors += 1;
                                 conn = None;
                             }
@@ -697,6 +424,7 @@ impl Writer {
         };
         Writer {
             commits,
+            drops,
             stop,
             task,
         }
@@ -723,11 +451,13 @@ impl Writer {
         }
     }
 
-    async fn finish(self) -> Result<(Vec<Commit>, u64)> {
+    /// Stops the writer: its commits, its dropped sessions and how many attempts failed.
+    async fn finish(self) -> Result<(Vec<Commit>, Vec<f64>, u64)> {
         self.stop.store(true, Ordering::Relaxed);
         let errors = self.task.await.context("writer task")?;
         let commits = self.commits.lock().map(|l| l.clone()).unwrap_or_default();
-        Ok((commits, errors))
+        let drops = self.drops.lock().map(|l| l.clone()).unwrap_or_default();
+        Ok((commits, drops, errors))
     }
 }
 
@@ -773,23 +503,6 @@ async fn wait_streaming(a: &Addr, what: &str) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// The server directory (`<data>/instances/<uid>`) whose running postmaster listens on
-/// `port` (line 4 of `postmaster.pid`).
-fn server_dir(data: &Path, port: u16) -> Result<PathBuf> {
-    let want = port.to_string();
-    for e in std::fs::read_dir(data.join("instances"))
-        .context("list server directories")?
-        .flatten()
-    {
-        let pid =
-            std::fs::read_to_string(e.path().join("pgdata/postmaster.pid")).unwrap_or_default();
-        if pid.lines().nth(3).map(str::trim) == Some(want.as_str()) {
-            return Ok(e.path());
-        }
-    }
-    bail!("no running server on port {port}")
 }
 
 /// A server of the bare pair: its endpoint and directory.
@@ -1036,7 +749,7 @@ impl Group {
     async fn failover(&mut self, f: &Fogd, clock: &Clock, action: &str) -> Result<FogdRun> {
         let (rg, loc, new) = self.members[1 - self.primary].clone();
         let old = self.members[self.primary].2.clone();
-        let base = f.group_path(rg, loc);
+        let base = group_path(f, rg, loc);
         let url = format!("{base}/{action}?{API}");
         let req = clock.now();
         let r = f.send(Method::POST, &url, None).await?;
@@ -1046,7 +759,7 @@ impl Group {
         let status_url = r
             .header("azure-asyncoperation")
             .ok_or_else(|| anyhow!("{action}: no Azure-AsyncOperation header"))?;
-        f.wait(&status_url, action, POLL).await?;
+        f.wait_succeeded(&status_url, action, POLL).await?;
         let done = clock.now();
         self.primary = 1 - self.primary;
         let g = f.get(&format!("{base}?{API}")).await?;
@@ -1090,7 +803,7 @@ impl Group {
     /// The group's URL at the location of member `i`.
     fn url_at(&self, f: &Fogd, i: usize) -> String {
         let (rg, loc, _) = &self.members[i];
-        format!("{}?{API}", f.group_path(rg, loc))
+        format!("{}?{API}", group_path(f, rg, loc))
     }
 
     /// Updates the read-write policy (PUT at the primary's location).
@@ -1110,6 +823,7 @@ impl Group {
             "update the read-write policy",
         )
         .await
+        .map(drop)
     }
 
     /// Polls the group at the primary's location (every 50 ms) until its role there is
@@ -1230,58 +944,12 @@ impl Group {
     }
 }
 
-/// fogd's RFC 3339 UTC time (`…Z` or `…+00:00`, any fraction) → seconds since the epoch.
-fn rfc3339_secs(ts: &str) -> Option<f64> {
-    let body = ts.strip_suffix('Z').or_else(|| ts.strip_suffix("+00:00"))?;
-    civil_secs(body.get(..19)?, body.get(20..).unwrap_or(""))
-}
-
-/// `YYYY-MM-DD?HH:MM:SS` + fraction digits → seconds since the epoch (UTC).
-fn civil_secs(ts: &str, frac: &str) -> Option<f64> {
-    let n = |r: std::ops::Range<usize>| ts.get(r).and_then(|x| x.parse::<i64>().ok());
-    let days = days_from_civil(n(0..4)?, n(5..7)?, n(8..10)?);
-    let secs = days * 86_400 + n(11..13)? * 3600 + n(14..16)? * 60 + n(17..19)?;
-    let frac = if frac.is_empty() {
-        0.0
-    } else {
-        frac.parse::<f64>().ok()? / 10f64.powi(i32::try_from(frac.len()).ok()?)
-    };
-    Some(secs as f64 + frac)
-}
-
 /// A PostgreSQL log line's time (fogd's `log_line_prefix` starts with `%m`; UTC only).
 fn pg_log_time(line: &str) -> Option<f64> {
     if !line.get(23..)?.starts_with(" UTC ") {
         return None;
     }
     civil_secs(line.get(..19)?, line.get(20..23)?)
-}
-
-/// `line` without ANSI colour sequences (`ESC [ … letter`).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// A fogd (tracing) log line's time: `2026-01-01T12:00:00.123456Z …`.
-fn fogd_log_time(line: &str) -> Option<f64> {
-    let line = strip_ansi(line);
-    let end = line.find('Z')?;
-    let ts = line.get(..end)?;
-    let frac = ts.get(20..).unwrap_or("");
-    civil_secs(ts.get(..19)?, frac)
 }
 
 /// Log lines of a file with their times (benchmark seconds).
@@ -1314,9 +982,11 @@ impl Log {
 /// A switch's events, in seconds after its request (`None`: not found in the logs).
 #[derive(Debug, Clone, Default)]
 struct Events {
+    /// fogd's `Fenced` event.
     fenced: Option<f64>,
-    /// The read-write listener turned to hold (closing its sessions).
-    hold: Option<f64>,
+    /// The writer's first failed statement (its session closed: by the listener turned to
+    /// hold, or by the server shutting down).
+    dropped: Option<f64>,
     gap_from: f64,
     gap_to: f64,
     window: f64,
@@ -1326,9 +996,8 @@ struct Events {
     ready: Option<f64>,
     /// The explicit `CHECKPOINT` after promotion completed.
     checkpointed: Option<f64>,
+    /// fogd's `RoleChanged` event (writes routed to the new primary).
     routed: Option<f64>,
-    /// The read-write listener turned to forward to the new primary.
-    forward: Option<f64>,
     first_new: Option<f64>,
     complete: f64,
 }
@@ -1338,21 +1007,31 @@ const SHUT_DOWN: &str = "LOG:  database system is shut down";
 const PROMOTE_REQUESTED: &str = "LOG:  received promote request";
 const CHECKPOINT_REQUESTED: &str = "LOG:  checkpoint starting: immediate force wait";
 const CHECKPOINT_COMPLETE: &str = "LOG:  checkpoint complete";
-const ROUTE_CHANGED: &str = "route changed; closing connections to the old target";
 const READY: &str = "LOG:  database system is ready to accept connections";
-const FENCED: &str = "failover: fenced";
-const ROUTED: &str = "failover: writes routed to the new primary";
+/// fogd's events (`…/events`): the fence committed (generation + 1), and the `route` step
+/// committed (roles swapped: the listener forwards to the new primary).
+const FENCED: &str = "Fenced";
+const ROUTED: &str = "RoleChanged";
 
-/// The window and events of one switch.
+/// The first event of `kind` in `[since − 1 ms, until)`.
+fn first_event(history: &[GroupEventAt], kind: &str, since: f64, until: f64) -> Option<f64> {
+    history
+        .iter()
+        .find(|(t, k)| *t >= since - 0.001 && *t < until && k == kind)
+        .map(|(t, _)| *t)
+}
+
+/// The window and events of one switch: the writer's commits and dropped sessions, the
+/// servers' logs and (for fogd) the group's event history.
 #[allow(clippy::too_many_arguments)]
 fn events(
-    commits: &[Commit],
+    (commits, drops): (&[Commit], &[f64]),
     req: f64,
     done: f64,
     next_req: Option<f64>,
     old_log: &Log,
     new_log: &Log,
-    fogd_log: Option<(&Log, &Addr)>,
+    history: Option<&[GroupEventAt]>,
     new_port: u16,
 ) -> Result<Events> {
     let hi = next_req.map_or(done + AFTER, |n| n.min(done + AFTER));
@@ -1367,17 +1046,15 @@ fn events(
         .or(ready)
         .and_then(|t| new_log.first(CHECKPOINT_REQUESTED, t))
         .and_then(|t| new_log.first(CHECKPOINT_COMPLETE, t));
-    let routed = fogd_log.and_then(|(l, _)| l.first(ROUTED, req));
-    // The read-write listener's route changes: `addr=<listener> … new=Route { target: …`.
-    let listener = |target: &str, since: Option<f64>| {
-        let (l, rw) = fogd_log?;
-        let addr = format!("addr={}:{} ", rw.host, rw.port);
-        let new = format!("new=Route {{ target: {target}");
-        l.first_all(&[ROUTE_CHANGED, &addr, &new], since?)
-    };
+    let event = |kind: &str| history.and_then(|h| first_event(h, kind, req, hi));
+    // The writer's session ended by the switch: its first failed statement.
+    let dropped = drops[drops.partition_point(|t| *t < req - BEFORE)..]
+        .first()
+        .copied()
+        .filter(|t| *t <= hi);
     Ok(Events {
-        fenced: rel(fogd_log.and_then(|(l, _)| l.first(FENCED, req))),
-        hold: rel(listener("Pause", Some(req))),
+        fenced: rel(event(FENCED)),
+        dropped: rel(dropped),
         gap_from: from - req,
         gap_to: to - req,
         window,
@@ -1386,8 +1063,7 @@ fn events(
         promote_requested: rel(promote_requested),
         ready: rel(ready),
         checkpointed: rel(checkpointed),
-        routed: rel(routed),
-        forward: rel(listener("Forward", routed)),
+        routed: rel(event(ROUTED)),
         first_new: commits[start..]
             .iter()
             .find(|c| c.port == new_port)
@@ -1406,7 +1082,6 @@ struct AutoEvents {
     ready: Option<f64>,
     checkpointed: Option<f64>,
     routed: Option<f64>,
-    forward: Option<f64>,
     first: f64,
     /// `FailoverFinished` and `OldPrimaryRejoined`.
     finished: Option<f64>,
@@ -1418,40 +1093,22 @@ struct AutoEvents {
 /// One entry of the group's event history: (benchmark seconds, type).
 type GroupEventAt = (f64, String);
 
-/// The events of an automatic failover from fogd's history and logs; `until` is the next
-/// round's kill.
-fn auto_events(
-    r: &AutoRun,
-    until: f64,
-    history: &[GroupEventAt],
-    fogd_log: &Log,
-    new_log: &Log,
-    rw: &Addr,
-) -> AutoEvents {
+/// The events of an automatic failover from fogd's event history and the new primary's
+/// log; `until` is the next round's kill.
+fn auto_events(r: &AutoRun, until: f64, history: &[GroupEventAt], new_log: &Log) -> AutoEvents {
     let rel = |t: Option<f64>| t.map(|t| t - r.due);
-    let event = |kind: &str| {
-        history
-            .iter()
-            .find(|(t, k)| *t >= r.kill && *t < until && k == kind)
-            .map(|(t, _)| *t)
-    };
+    let event = |kind: &str| first_event(history, kind, r.kill, until);
     let ready = new_log.first(READY, r.kill);
     let promote_requested = new_log.first(PROMOTE_REQUESTED, r.kill);
-    let routed = fogd_log.first(ROUTED, r.kill);
-    let forward = routed.and_then(|t| {
-        let addr = format!("addr={}:{} ", rw.host, rw.port);
-        fogd_log.first_all(&[ROUTE_CHANGED, &addr, "new=Route { target: Forward"], t)
-    });
     AutoEvents {
         triggered: rel(event("AutomaticFailoverTriggered")),
-        fenced: rel(fogd_log.first(FENCED, r.kill)),
+        fenced: rel(event(FENCED)),
         promote_requested: rel(promote_requested),
         ready: rel(ready),
         checkpointed: rel(promote_requested
             .and_then(|t| new_log.first(CHECKPOINT_REQUESTED, t))
             .and_then(|t| new_log.first(CHECKPOINT_COMPLETE, t))),
-        routed: rel(routed),
-        forward: rel(forward),
+        routed: rel(event(ROUTED)),
         first: r.first - r.due,
         finished: rel(event("FailoverFinished")),
         old_rejoined: rel(event("OldPrimaryRejoined")),
@@ -1655,19 +1312,22 @@ fn section(args: &Args, machine: &str, pg_version: &str, r: &Results) -> String 
     let _ = writeln!(s, "### Where the window goes\n");
     let _ = writeln!(
         s,
-        "Events after the request, medians in ms: the writers' commits (client clock), the \
-         servers' `postgres.log` (ms timestamps) and fogd's log (`RUST_LOG=info`).\n"
+        "Events after the request, medians in ms: the writers' commits and failed statements \
+         (client clock), the servers' `postgres.log` (ms timestamps) and the group's event \
+         history (`GET …/instanceFailoverGroups/{{name}}/events`, fogd's clock).\n"
     );
     let _ = writeln!(s, "| event (ms after the request) | fogd planned | bare |");
     let _ = writeln!(s, "| --- | ---: | ---: |");
     type Ev = fn(&Events) -> Option<f64>;
-    let evs: [(&str, Ev); 12] = [
-        ("fogd: `failover: fenced` (generation + 1 committed)", |e| {
-            e.fenced
-        }),
-        ("fogd: read-write listener holds (sessions closed)", |e| {
-            e.hold
-        }),
+    let evs: [(&str, Ev); 11] = [
+        (
+            "fogd: `Fenced` event (generation + 1; the listener holds)",
+            |e| e.fenced,
+        ),
+        (
+            "writer's session closed (its first failed statement)",
+            |e| e.dropped,
+        ),
         ("last commit before the gap", |e| Some(e.gap_from)),
         ("old primary: `received fast shutdown request`", |e| {
             e.shutdown_requested
@@ -1682,10 +1342,9 @@ fn section(args: &Args, machine: &str, pg_version: &str, r: &Results) -> String 
         ("new primary: explicit `CHECKPOINT` complete", |e| {
             e.checkpointed
         }),
-        ("fogd: `writes routed to the new primary`", |e| e.routed),
         (
-            "fogd: read-write listener forwards to the new primary",
-            |e| e.forward,
+            "fogd: `RoleChanged` event (writes routed to the new primary)",
+            |e| e.routed,
         ),
         ("first commit on the new primary (end of the gap)", |e| {
             e.first_new
@@ -1765,7 +1424,7 @@ fn section(args: &Args, machine: &str, pg_version: &str, r: &Results) -> String 
         ms(bare_ms(|b| b.checkpointed)),
         ms(bare_ms(|b| b.done)),
     );
-    let hold_to_gap = med_between(&fe, |e| e.hold, |e| Some(e.gap_from));
+    let fence_to_drop = med_between(&fe, |e| e.fenced, |e| e.dropped);
     let gap_to_stop_f = med_between(&fe, |e| Some(e.gap_from), |e| e.shutdown_requested);
     let shut_to_promote_f = med_between(&fe, |e| e.shut_down, |e| e.promote_requested);
     let shut_to_promote_b = med_between(&be, |e| e.shut_down, |e| e.promote_requested);
@@ -1786,8 +1445,7 @@ fn section(args: &Args, machine: &str, pg_version: &str, r: &Results) -> String 
     );
     let ready_to_ckpt = med_between(&fe, |e| e.ready, |e| e.checkpointed);
     let ckpt_to_routed = med_between(&fe, |e| e.checkpointed, |e| e.routed);
-    let routed_to_forward = med_between(&fe, |e| e.routed, |e| e.forward);
-    let forward_to_first = med_between(&fe, |e| e.forward, |e| e.first_new);
+    let routed_to_first = med_between(&fe, |e| e.routed, |e| e.first_new);
     let ready_to_first_f = med_between(&fe, |e| e.ready, |e| e.first_new);
     let ready_to_first_b = med_between(&be, |e| e.ready, |e| e.first_new);
     let _ = writeln!(
@@ -1801,11 +1459,12 @@ fn section(args: &Args, machine: &str, pg_version: &str, r: &Results) -> String 
     let _ = writeln!(
         s,
         "- *gap start → fast shutdown requested* ({} ms): the gap starts when the listener, \
-         turned to hold by the fence, closes the writer's session ({} ms after the hold); then \
-         the runner commits the `fence` step, and `stop_old` runs `pg_ctl status` before \
-         `pg_ctl stop -m fast`. Bare stops first, so its gap starts with the shutdown.",
+         turned to hold by the fence, closes the writer's session (its statement failed {} ms \
+         after the `Fenced` event); then the runner commits the `fence` step, and `stop_old` \
+         runs `pg_ctl status` before `pg_ctl stop -m fast`. Bare stops first, so its gap \
+         starts with the shutdown.",
         ms(gap_to_stop_f),
-        ms(hold_to_gap)
+        ms(fence_to_drop)
     );
     let _ = writeln!(
         s,
@@ -1833,18 +1492,17 @@ fn section(args: &Args, machine: &str, pg_version: &str, r: &Results) -> String 
          the end-of-recovery checkpoint PostgreSQL started at promotion (explicit checkpoint \
          complete {} ms after ready); `ALTER SYSTEM RESET primary_conninfo` / \
          `primary_slot_name`, a reload, the step commit and the `route` step's commit (roles \
-         swapped, database records moved) follow ({} ms to `writes routed`); the routing task \
-         turns the listener to forward {} ms later, and only then does the held connection \
-         open its upstream session — startup, SCRAM authentication, INSERT — ({} ms to the \
-         first commit; in steady state a fresh connection + INSERT takes {} ms through the \
+         swapped, database records moved) follow ({} ms to the `RoleChanged` event); then the \
+         routing task turns the listener to forward, and only then does the held connection \
+         open its upstream session — startup, SCRAM authentication, INSERT — ({} ms from the \
+         event to the first commit; in steady state a fresh connection + INSERT takes {} ms through the \
          listener, {} ms directly). The bare writer kept retrying both servers, so its next \
          attempt lands as soon as promotion ends; bare checkpoints after writes resumed.\n",
         ms(ready_to_first_f),
         ms(ready_to_first_b),
         ms(ready_to_ckpt),
         ms(ckpt_to_routed),
-        ms(routed_to_forward),
-        ms(forward_to_first),
+        ms(routed_to_first),
         ms(Some(r.connect_listener * 1000.0)),
         ms(Some(r.connect_direct * 1000.0)),
     );
@@ -2126,18 +1784,18 @@ fn auto_section(s: &mut String, r: &Results, forced: &[f64]) {
     };
     let _ = writeln!(
         s,
-        "Where the time goes (median ms after `failoverAt`; fogd's event history and log, the \
+        "Where the time goes (median ms after `failoverAt`; fogd's event history, the \
          new primary's `postgres.log`, the writer's commits):\n"
     );
     let _ = writeln!(s, "| event (ms after `failoverAt`) | automatic |");
     let _ = writeln!(s, "| --- | ---: |");
     type Ae = fn(&AutoEvents) -> Option<f64>;
-    let rows: [(&str, Ae); 11] = [
+    let rows: [(&str, Ae); 10] = [
         (
             "`AutomaticFailoverTriggered` (the monitor's first observation past `failoverAt`)",
             |e| e.triggered,
         ),
-        ("fogd: `failover: fenced` (generation + 1 committed)", |e| {
+        ("`Fenced` (generation + 1; the listener holds)", |e| {
             e.fenced
         }),
         ("new primary: `received promote request`", |e| {
@@ -2147,11 +1805,9 @@ fn auto_section(s: &mut String, r: &Results, forced: &[f64]) {
         ("new primary: explicit `CHECKPOINT` complete", |e| {
             e.checkpointed
         }),
-        ("fogd: `writes routed to the new primary`", |e| e.routed),
-        (
-            "fogd: read-write listener forwards to the new primary",
-            |e| e.forward,
-        ),
+        ("`RoleChanged` (writes routed to the new primary)", |e| {
+            e.routed
+        }),
         ("**first commit on the new primary**", |e| Some(e.first)),
         (
             "`OldPrimaryRejoined` (old primary rewound and streaming)",
@@ -2308,19 +1964,19 @@ async fn settle(w: &Writer, new_port: u16, after: f64, standby: &Addr, what: &st
 /// Starts fogd, sets everything up, runs the switches; fogd stops when this returns.
 async fn measure(args: &Args, bin: &Path, root: &Path, user: &PgUser) -> Result<Results> {
     let t0 = Instant::now();
-    let fogd = Fogd::start(bin, root, &args.pg_bin_dir, user).await?;
+    let fogd = start_fogd(bin, root, &args.pg_bin_dir, user).await?;
     eprintln!("fogd up at {}", fogd.url);
     let (a, c) = tokio::try_join!(
-        fogd.create_instance(RG_EAST, "a", EAST, None),
-        fogd.create_instance(RG_EAST, "c", EAST, None),
+        create_instance(&fogd, RG_EAST, "a", EAST, None),
+        create_instance(&fogd, RG_EAST, "c", EAST, None),
     )?;
     let (b, d) = tokio::try_join!(
-        fogd.create_instance(RG_WEST, "b", WEST, Some(&a["id"])),
-        fogd.create_instance(RG_WEST, "d", WEST, Some(&c["id"])),
+        create_instance(&fogd, RG_WEST, "b", WEST, Some(&a["id"])),
+        create_instance(&fogd, RG_WEST, "d", WEST, Some(&c["id"])),
     )?;
     tokio::try_join!(
-        fogd.create_database(RG_EAST, "a", &a),
-        fogd.create_database(RG_EAST, "c", &c),
+        create_database(&fogd, RG_EAST, "a", &a),
+        create_database(&fogd, RG_EAST, "c", &c),
     )?;
     let server = |name: &'static str, view: &Value| -> Result<Server> {
         let addr = endpoint(view)?;
@@ -2333,7 +1989,7 @@ async fn measure(args: &Args, bin: &Path, root: &Path, user: &PgUser) -> Result<
         server("c", &c)?,
         server("d", &d)?,
     );
-    let group_at_a = format!("{}?{API}", fogd.group_path(RG_EAST, EAST));
+    let group_at_a = format!("{}?{API}", group_path(&fogd, RG_EAST, EAST));
     fogd.complete(
         Method::PUT,
         &group_at_a,
@@ -2472,33 +2128,24 @@ async fn measure(args: &Args, bin: &Path, root: &Path, user: &PgUser) -> Result<
         );
         auto_runs.push(r);
     }
-    let history: Vec<GroupEventAt> = if auto_runs.is_empty() {
-        Vec::new()
-    } else {
+    // fogd's own account of every switch: the group's event history (fogd keeps the newest
+    // 1000 events, far more than one run writes).
+    let history: Vec<GroupEventAt> = {
         let (rg, loc, _) = &group.members[group.primary];
-        let h = fogd
-            .get(&format!("{}/events?{API}", fogd.group_path(rg, loc)))
-            .await?;
-        h["value"]
-            .as_array()
-            .map(|v| v.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|e| {
-                let t = e["time"].as_str().and_then(rfc3339_secs)?;
-                Some((clock.at_wall(t), e["type"].as_str()?.to_string()))
-            })
+        fogd.events(&group_path(&fogd, rg, loc))
+            .await?
+            .into_iter()
+            .map(|e| (clock.at_wall(e.wall), e.kind))
             .collect()
     };
     let primary = &group.members[group.primary].2.addr;
     let connect_listener = connect_cost(&rw).await?;
     let connect_direct = connect_cost(primary).await?;
-    let (fogd_commits, fogd_errors) = fw.finish().await?;
-    let (bare_commits, bare_errors) = bw.finish().await?;
+    let (fogd_commits, fogd_drops, fogd_errors) = fw.finish().await?;
+    let (bare_commits, bare_drops, bare_errors) = bw.finish().await?;
     let elapsed = t0.elapsed().as_secs_f64();
 
     // Analysis (after the runs, so reading logs never disturbs them).
-    let fogd_log = Log::read(&fogd.log, &clock, fogd_log_time);
     let pg_logs: Vec<(u16, Log)> = [&sa, &sb, &sc, &sd]
         .iter()
         .map(|s| (s.addr.port, Log::read(&s.log(), &clock, pg_log_time)))
@@ -2519,13 +2166,13 @@ async fn measure(args: &Args, bin: &Path, root: &Path, user: &PgUser) -> Result<
     let mut fogd_events = Vec::new();
     for (i, r) in fogd_runs.into_iter().enumerate() {
         let e = events(
-            &fogd_commits,
+            (&fogd_commits, &fogd_drops),
             r.req,
             r.done,
             fogd_reqs.get(i + 1).copied(),
             log_of(&r.old)?,
             log_of(&r.new)?,
-            Some((&fogd_log, &rw)),
+            Some(&history),
             r.new.addr.port,
         )?;
         fogd_events.push((r, e));
@@ -2534,7 +2181,7 @@ async fn measure(args: &Args, bin: &Path, root: &Path, user: &PgUser) -> Result<
     let bare_reqs: Vec<f64> = bare_runs.iter().map(|r| r.req).collect();
     for (i, r) in bare_runs.into_iter().enumerate() {
         let e = events(
-            &bare_commits,
+            (&bare_commits, &bare_drops),
             r.req,
             r.done,
             bare_reqs.get(i + 1).copied(),
@@ -2549,7 +2196,7 @@ async fn measure(args: &Args, bin: &Path, root: &Path, user: &PgUser) -> Result<
     // the running old primary (`pg_ctl stop -m immediate -w`) in between.
     let mut forced_stop = Vec::new();
     for (r, _) in &forced_runs {
-        let fenced = fogd_log.first(FENCED, r.req);
+        let fenced = first_event(&history, FENCED, r.req, f64::INFINITY);
         let promote = log_of(&r.new)?.first(PROMOTE_REQUESTED, r.req);
         if let (Some(f), Some(p)) = (fenced, promote) {
             forced_stop.push(p - f);
@@ -2566,7 +2213,7 @@ async fn measure(args: &Args, bin: &Path, root: &Path, user: &PgUser) -> Result<
     let mut auto = Vec::new();
     for (i, r) in auto_runs.into_iter().enumerate() {
         let until = kills.get(i + 1).copied().unwrap_or(f64::INFINITY);
-        let e = auto_events(&r, until, &history, &fogd_log, log_of(&r.new)?, &rw);
+        let e = auto_events(&r, until, &history, log_of(&r.new)?);
         auto.push((r, e));
     }
     drop(fogd);

@@ -36,6 +36,8 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
+use fog_bench::fogd::{Fogd, API};
+use fog_bench::servers::{endpoint, Addr};
 use fog_bench::{
     days_from_civil, from_root, git_commit, machine, median, pg_user, utc_now, write_section,
     PgUser,
@@ -45,10 +47,9 @@ use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const API: &str = "api-version=2025-01-01";
 const ADMIN: &str = "fogadmin";
 const PASSWORD: &str = "Bench-Passw0rd-123";
 const RG_PRIMARY: &str = "rg-bench-east";
@@ -119,243 +120,11 @@ fn pg_tool(bin_dir: &Path, tool: &str, user: &PgUser) -> tokio::process::Command
     cmd
 }
 
-/// An HTTP answer: status, headers and JSON body (`Null` when empty).
-struct Reply {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    }
-}
-
-/// One running `fogd serve`; dropping it stops fogd (SIGTERM) and, as a safety net, any
-/// PostgreSQL server still running in its data directory.
-struct Fogd {
-    child: Option<Child>,
-    data: PathBuf,
-    log: PathBuf,
-    pg_bin_dir: PathBuf,
-    user: PgUser,
-    url: String,
-    token: String,
-    sub: String,
-    client: reqwest::Client,
-}
-
-impl Fogd {
-    async fn start(bin: &Path, root: &Path, pg_bin_dir: &Path, user: &PgUser) -> Result<Self> {
-        let data = root.join("data");
-        let log = root.join("fogd.log");
-        let log_file = std::fs::File::create(&log).context("create fogd log")?;
-        let mut cmd = std::process::Command::new(bin);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .arg("--pg-bin-dir")
-            .arg(pg_bin_dir)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().context("fogd log")?)
-            .stderr(log_file)
-            .env_remove("FOGD_FAILPOINTS");
-        if let Some((name, _, _)) = user {
-            cmd.arg("--pg-os-user").arg(name);
-        }
-        let child = cmd.spawn().with_context(|| {
-            format!(
-                "start {} (build it: cargo build --release -p fogd)",
-                bin.display()
-            )
-        })?;
-        let mut f = Fogd {
-            child: Some(child),
-            data,
-            log,
-            pg_bin_dir: pg_bin_dir.to_path_buf(),
-            user: user.clone(),
-            url: String::new(),
-            token: String::new(),
-            sub: String::new(),
-            client: reqwest::Client::new(),
-        };
-        f.url = match fog_bench::wait_for_api_url(&f.data, &mut f.child, Duration::from_millis(50))
-            .await
-        {
-            Ok(url) => url,
-            Err(e) => bail!("{e}; log:\n{}", f.log_tail(40)),
-        };
-        let read = |name: &str| -> Result<String> {
-            Ok(std::fs::read_to_string(f.data.join(name))
-                .with_context(|| format!("read {name}"))?
-                .trim()
-                .to_string())
-        };
-        f.token = read("admin-token")?;
-        f.sub = read("subscription-id")?;
-        let ca = std::fs::read(f.data.join("ca.pem")).context("read ca.pem")?;
-        let ca = reqwest::Certificate::from_pem(&ca).context("parse ca.pem")?;
-        f.client = reqwest::Client::builder()
-            .tls_certs_only([ca])
-            .build()
-            .context("HTTPS client")?;
-        Ok(f)
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    fn rg_path(&self, rg: &str) -> String {
-        format!(
-            "/subscriptions/{}/resourceGroups/{rg}/providers/Microsoft.Sql",
-            self.sub
-        )
-    }
-
-    fn instance_path(&self, rg: &str, name: &str) -> String {
-        format!("{}/managedInstances/{name}?{API}", self.rg_path(rg))
-    }
-
-    /// Sends a request to a path (or to an absolute URL fogd handed out).
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply> {
-        let url = if path.starts_with("https://") {
-            path.to_string()
-        } else {
-            format!("{}{}", self.url, path)
-        };
-        let mut req = self
-            .client
-            .request(method.clone(), &url)
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("{method} {url}"))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.context("read response body")?;
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).with_context(|| {
-                format!(
-                    "{method} {url}: non-JSON body {}",
-                    String::from_utf8_lossy(&bytes)
-                )
-            })?
-        };
-        Ok(Reply {
-            status,
-            headers,
-            body,
-        })
-    }
-
-    async fn get(&self, path: &str) -> Result<Value> {
-        let r = self.send(Method::GET, path, None).await?;
-        if r.status != StatusCode::OK {
-            bail!("GET {path}: {} {}", r.status, r.body);
-        }
-        Ok(r.body)
-    }
-
-    /// Sends a request and, when it starts an operation, waits until it succeeded.
-    async fn complete(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        what: &str,
-    ) -> Result<()> {
-        let r = self.send(method, path, body).await?;
-        if !r.status.is_success() {
-            bail!("{what}: {} {}", r.status, r.body);
-        }
-        let Some(url) = r.header("azure-asyncoperation") else {
-            return Ok(());
-        };
-        let deadline = Instant::now() + OPERATION_TIMEOUT;
-        loop {
-            let s = self.get(&url).await?;
-            match s["status"].as_str() {
-                Some("InProgress") => {}
-                Some("Succeeded") => return Ok(()),
-                _ => bail!(
-                    "{what} did not succeed: {s}; fogd log:\n{}",
-                    self.log_tail(30)
-                ),
-            }
-            if Instant::now() > deadline {
-                bail!("{what} did not finish in {OPERATION_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn terminate(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Ok(pid) = i32::try_from(child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("fogd did not stop within 60 s of SIGTERM; killing it");
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Fogd {
-    fn drop(&mut self) {
-        self.terminate();
-        // Safety net: no PostgreSQL server of this run outlives it.
-        let Ok(entries) = std::fs::read_dir(self.data.join("instances")) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let pgdata = e.path().join("pgdata");
-            if !pgdata.join("postmaster.pid").exists() {
-                continue;
-            }
-            let pg_ctl = self.pg_bin_dir.join("pg_ctl");
-            let mut cmd = match &self.user {
-                Some((name, _, _)) => {
-                    let mut c = std::process::Command::new("runuser");
-                    c.args(["-u", name, "--"]).arg(&pg_ctl);
-                    c
-                }
-                None => std::process::Command::new(&pg_ctl),
-            };
-            let _ = cmd
-                .args(["stop", "-m", "immediate", "-D"])
-                .arg(&pgdata)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
+/// fogd on its embedded defaults (every `FOGD_*` variable of the caller removed).
+async fn start_fogd(bin: &Path, root: &Path, pg_bin_dir: &Path, user: &PgUser) -> Result<Fogd> {
+    let mut f = Fogd::new(bin, root, pg_bin_dir, user).with_operation_timeout(OPERATION_TIMEOUT);
+    f.launch(&[]).await?;
+    Ok(f)
 }
 
 fn instance_body(location: &str, partner: Option<&Value>) -> Value {
@@ -371,19 +140,6 @@ fn instance_body(location: &str, partner: Option<&Value>) -> Value {
     b
 }
 
-/// Where a client reaches an instance's PostgreSQL server.
-fn endpoint(view: &Value) -> Result<(String, u16)> {
-    let ep = &view["properties"]["postgresEndpoint"];
-    let host = ep["host"]
-        .as_str()
-        .ok_or_else(|| anyhow!("instance view without postgresEndpoint.host: {view}"))?;
-    let port = ep["port"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .ok_or_else(|| anyhow!("instance view without postgresEndpoint.port: {view}"))?;
-    Ok((host.to_string(), port))
-}
-
 /// What the load left on the primary.
 struct Loaded {
     table_bytes: u64,
@@ -395,7 +151,7 @@ struct Loaded {
 /// freezes and analyzes it (so autovacuum has nothing left to do during the rounds) and
 /// checkpoints, so every round copies the same bytes.
 async fn load(view: &Value, mb: u64) -> Result<Loaded> {
-    let (host, port) = endpoint(view)?;
+    let Addr { host, port } = endpoint(view)?;
     let (c, conn) = tokio_postgres::Config::new()
         .host(&host)
         .port(port)
@@ -585,7 +341,7 @@ impl Bench<'_> {
     }
 
     async fn bare(&self, round: usize) -> Result<Bare> {
-        let (host, port) = endpoint(&self.primary)?;
+        let Addr { host, port } = endpoint(&self.primary)?;
         let target = self.bare_dir.join(format!("copy-{round}"));
         let mut cmd = pg_tool(&self.pg_bin_dir, "pg_basebackup", &self.user);
         cmd.arg("-D")
@@ -977,7 +733,7 @@ async fn measure(
     pg_version: String,
 ) -> Result<(String, String)> {
     let t = Instant::now();
-    let fogd = Fogd::start(bin, root, &args.pg_bin_dir, user).await?;
+    let fogd = start_fogd(bin, root, &args.pg_bin_dir, user).await?;
     eprintln!(
         "fogd up at {} ({:.1} s)",
         fogd.url,

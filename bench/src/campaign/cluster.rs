@@ -3,8 +3,10 @@
 //! what the campaign does to it (failovers, server crashes and freezes, a host that
 //! disappears) and how it decides that fogd recovered and nothing acknowledged was lost.
 
-use super::fogd::{Fogd, API};
 use super::workload::{connect, now, parse_lsn, Ack, Addr, Workload, ADMIN, DATABASE, PASSWORD};
+use crate::fogd::{Fogd, API};
+pub use crate::servers::signal_server;
+use crate::servers::{addr_at, postmaster_pid, server_dir, server_pids};
 use crate::PgUser;
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
@@ -98,83 +100,6 @@ impl Drop for Mounts {
     }
 }
 
-/// The server directory (`<data>/instances/<uid>`) whose running postmaster listens on
-/// `port` (line 4 of `postmaster.pid`).
-fn server_dir(data: &Path, port: u16) -> Result<PathBuf> {
-    let want = port.to_string();
-    for e in std::fs::read_dir(data.join("instances"))
-        .context("list server directories")?
-        .flatten()
-    {
-        let pid =
-            std::fs::read_to_string(e.path().join("pgdata/postmaster.pid")).unwrap_or_default();
-        if pid.lines().nth(3).map(str::trim) == Some(want.as_str()) {
-            return Ok(e.path());
-        }
-    }
-    bail!("no running server on port {port}")
-}
-
-fn addr_at(v: &Value, what: &str) -> Result<Addr> {
-    let host = v["host"]
-        .as_str()
-        .ok_or_else(|| anyhow!("{what} without host: {v}"))?;
-    let port = v["port"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .ok_or_else(|| anyhow!("{what} without port: {v}"))?;
-    Ok(Addr {
-        host: host.to_string(),
-        port,
-    })
-}
-
-/// The postmaster's pid of the server in `dir` (first line of `pgdata/postmaster.pid`).
-pub fn postmaster_pid(dir: &Path) -> Option<i32> {
-    std::fs::read_to_string(dir.join("pgdata/postmaster.pid"))
-        .ok()?
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// The postmaster of the server in `dir` and its children (from `/proc/*/stat`).
-pub fn server_pids(dir: &Path) -> Vec<i32> {
-    let Some(pm) = postmaster_pid(dir) else {
-        return Vec::new();
-    };
-    let mut pids = vec![pm];
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-                continue;
-            };
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            // `pid (comm) state ppid …`; comm may hold spaces: read after the last ')'.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<i32>().ok());
-            if ppid == Some(pm) {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
-}
-
-/// Sends `sig` to the whole server in `dir`, the postmaster first (frozen first, it forks
-/// nothing meanwhile; thawed first, like a whole host resuming, it acts on signals that
-/// arrived meanwhile as soon as its children do).
-pub fn signal_server(dir: &Path, sig: Signal) -> usize {
-    server_pids(dir)
-        .iter()
-        .filter(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(**p), sig).is_ok())
-        .count()
-}
-
 /// The WAL receiver of the server in `dir` (a child of its postmaster).
 pub fn walreceiver_pid(dir: &Path) -> Option<i32> {
     server_pids(dir).into_iter().skip(1).find(|p| {
@@ -211,7 +136,7 @@ impl Cluster {
         user: &PgUser,
         first_id: i64,
     ) -> Result<Cluster> {
-        let mut fogd = Fogd::new(bin, root, pg_bin_dir, user);
+        let mut fogd = Fogd::new(bin, root, pg_bin_dir, user).with_env(super::fogd::BASE_ENV);
         fogd.launch(&[]).await?;
         let east = create_instance(&fogd, "rg-camp-east", "ca-east", "eastus", None).await?;
         let west = create_instance(

@@ -11,7 +11,7 @@
 //!   50 ms and records when it reached a server in recovery while the group was *settled*
 //!   (the last switch had completed and no fault was being injected).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,35 +29,11 @@ pub fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// `host:port` of a server or listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Addr {
-    pub host: String,
-    pub port: u16,
-}
-
-impl std::fmt::Display for Addr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
-    }
-}
+pub use crate::servers::Addr;
 
 /// Connects as the administrator.
 pub async fn connect(a: &Addr, db: &str, timeout: Duration) -> Result<tokio_postgres::Client> {
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(&a.host)
-        .port(a.port)
-        .user(ADMIN)
-        .password(PASSWORD)
-        .dbname(db)
-        .connect_timeout(timeout);
-    let fut = cfg.connect(tokio_postgres::NoTls);
-    let (c, conn) = tokio::time::timeout(timeout + Duration::from_millis(500), fut)
-        .await
-        .with_context(|| format!("connect to {a}: timed out"))?
-        .with_context(|| format!("connect to {a}"))?;
-    tokio::spawn(conn);
-    Ok(c)
+    crate::servers::connect_as(a, db, ADMIN, PASSWORD, timeout).await
 }
 
 /// `X/Y` (hex) → a 64-bit WAL position.

@@ -752,7 +752,10 @@ impl Ctx<'_> {
                 Ok(StatusCode::NO_CONTENT.into_response())
             }
             OperationStatus::Succeeded => match &op.action {
-                fog_model::Action::CreateDatabase {
+                // A `CreateDatabase` record may also be an update accepted by an earlier
+                // fogd (recorded that way, already succeeded): the database either way.
+                fog_model::Action::CreateDatabase { instance, database }
+                | fog_model::Action::UpdateDatabase {
                     instance, database, ..
                 } => Ok(json(
                     StatusCode::OK,

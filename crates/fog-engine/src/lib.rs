@@ -20,6 +20,7 @@
 
 mod fence;
 mod local;
+mod rewind;
 /// A simulated agent for engine tests; never for an end-to-end claim.
 pub mod sim;
 mod sql;
@@ -350,6 +351,8 @@ pub trait InstanceAgent: Send + Sync + 'static {
     /// Rewinds a stopped (possibly crashed) former primary onto `source_server`'s history
     /// with pg_rewind — re-seeding with a base backup when rewinding is impossible — and
     /// starts it as a standby of `source`. Reports what the old history had that is lost.
+    /// The report is persisted beside the data directory: a repeated call of the same
+    /// generation (the caller lost the reply) returns it again instead of rewinding anew.
     async fn rewind_and_follow(
         &self,
         spec: &ServerSpec,

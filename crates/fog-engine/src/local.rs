@@ -12,6 +12,7 @@
 //! directory instead of holding the password. All of them are mode 0600, owned by the
 //! servers' OS user, inside the server's own directory (mode 0700).
 
+use crate::rewind;
 use crate::sql::{self, ident, literal};
 use crate::{
     fence, parse_lsn, EngineError, Generation, HealthProbe, InstanceAgent, ProgressFn,
@@ -1187,6 +1188,18 @@ impl LocalAgent {
     ) -> Result<RewindReport, EngineError> {
         fence::admit(&spec.dir, &spec.uid, gen)?;
         self.reap_orphans(spec).await;
+        // Rewound already under this generation (its reply was lost: fogd crashed, or the
+        // connection broke): a second pg_rewind would find nothing to do, so the saved
+        // report answers — as long as the server is still on the history the rewind gave
+        // it (a standby, running or not); one that came up writable since is rewound anew.
+        if let Some(report) = rewind::load(&spec.dir, gen)? {
+            if self.still_rewound(spec).await {
+                self.kill_held(spec, gen).await?;
+                self.configure_standby(spec, source)?;
+                self.ensure_running_held(spec, gen).await?;
+                return Ok(report);
+            }
+        }
         self.kill_held(spec, gen).await?;
         let old_end = self.wal_end(spec).await;
         let pass = self.passfile(&spec.dir, SUPERUSER, &source_server.superuser_password)?;
@@ -1217,6 +1230,7 @@ impl LocalAgent {
                 let _ = std::fs::remove_file(spec.dir.join("seeded-from"));
                 self.seed_standby_held(spec, source, &|_| {}, gen).await?;
                 report.reseeded = true;
+                rewind::save(&spec.dir, gen, &report)?;
                 return Ok(report);
             }
         }
@@ -1226,10 +1240,29 @@ impl LocalAgent {
         ) {
             report.lost_bytes = e.saturating_sub(d);
         }
+        // Written down before anything else: the rewind cannot be repeated to learn it.
+        rewind::save(&spec.dir, gen, &report)?;
         // pg_rewind copied the source's configuration files; the standby settings go on top.
         self.configure_standby(spec, source)?;
         self.ensure_running_held(spec, gen).await?;
         Ok(report)
+    }
+
+    /// Whether the server is a standby (running in recovery, or stopped in recovery — as
+    /// pg_rewind leaves it): still on the history a rewind gave it.
+    async fn still_rewound(&self, spec: &ServerSpec) -> bool {
+        if matches!(self.is_running(spec).await, Ok(true)) {
+            return self
+                .probe_ro(spec, false)
+                .await
+                .is_ok_and(|p| p.in_recovery);
+        }
+        self.controldata(spec).await.is_ok_and(|cd| {
+            cd.iter().any(|(k, v)| {
+                k == "Database cluster state"
+                    && (v == "in archive recovery" || v == "shut down in recovery")
+            })
+        })
     }
 
     async fn probe_ro(&self, spec: &ServerSpec, write: bool) -> Result<HealthProbe, EngineError> {

@@ -12,7 +12,9 @@
 //!   a primary, the slot exists and the standby's history is a prefix of the source's;
 //! - a clean stop writes a shutdown checkpoint that connected standbys receive; a kill
 //!   writes nothing; promotion starts a new timeline; a rewind reports the divergence point
-//!   and the bytes after it as lost; databases, logins and geo links are replicated data;
+//!   and the bytes after it as lost, and keeps its report (the `rewind-report` file): a
+//!   repeated call of the same generation on a server still a standby returns it again;
+//!   databases, logins and geo links are replicated data;
 //! - the generation fence: every state-changing call admits its generation first and the
 //!   highest one is kept per server (reset when the server is destroyed, like the fence file
 //!   beside a data directory).
@@ -96,6 +98,9 @@ pub struct SimServer {
     pub paused: bool,
     /// Test knob: the host is unreachable (calls fail, nothing streams to or from it).
     pub isolated: bool,
+    /// The last rewind's report and the generation it ran under (the `rewind-report` file
+    /// beside a data directory): a repeated call of that generation returns it again.
+    pub rewind_report: Option<(Generation, RewindReport)>,
 }
 
 impl SimServer {
@@ -160,6 +165,8 @@ pub enum Fault {
     LoseReply,
     /// The call never returns.
     Hang,
+    /// The call acts, then never returns: its caller died (fogd crashed) while it ran.
+    ActThenHang,
     /// The server dies (not cleanly) and the call fails.
     CrashServer,
 }
@@ -603,6 +610,7 @@ impl SimAgent {
             let out = act(&mut w);
             w.settle();
             match (fault, out) {
+                (Some(Fault::ActThenHang), _) => Err(sql(uid, "never answered")),
                 (Some(Fault::LoseReply), Ok(_)) => Err(sql(
                     uid,
                     format!("connection lost after {method} (injected)"),
@@ -612,6 +620,9 @@ impl SimAgent {
         })();
         record.outcome = Some(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         w.calls.push(record);
+        if fault == Some(Fault::ActThenHang) {
+            return None;
+        }
         Some(result)
     }
 }
@@ -1065,6 +1076,19 @@ impl InstanceAgent for SimAgent {
         gen: Generation,
     ) -> Result<RewindReport, EngineError> {
         self.call("rewind_and_follow", &spec.uid, Some(gen), |w| {
+            // Rewound already under this generation (the reply was lost): the same report,
+            // the server (still a standby: on the rewound history) restarted following.
+            let done = w
+                .servers
+                .get(&spec.uid)
+                .filter(|s| !s.is_primary())
+                .and_then(|s| s.rewind_report.clone())
+                .filter(|(g, _)| *g == gen);
+            if let Some((_, report)) = done {
+                w.kill(&spec.uid);
+                w.configure_standby(&spec.uid, source);
+                return Ok(report);
+            }
             w.kill(&spec.uid);
             let old = w
                 .servers
@@ -1095,6 +1119,9 @@ impl InstanceAgent for SimAgent {
                 }
                 w.seed(&spec.uid, source, &|_| {})?;
                 report.reseeded = true;
+                if let Some(s) = w.servers.get_mut(&spec.uid) {
+                    s.rewind_report = Some((gen, report.clone()));
+                }
                 return Ok(report);
             };
             if let (Some(at), Some(src)) = (point, &src) {
@@ -1110,6 +1137,9 @@ impl InstanceAgent for SimAgent {
                 s.databases = src.databases.clone();
                 s.logins = src.logins.clone();
                 s.geo_links = src.geo_links.clone();
+            }
+            if let Some(s) = w.servers.get_mut(&spec.uid) {
+                s.rewind_report = Some((gen, report.clone()));
             }
             w.configure_standby(&spec.uid, source);
             Ok(report)
@@ -1248,6 +1278,37 @@ mod tests {
         assert_eq!(r.lost_bytes, 4096);
         assert!(!r.reseeded && r.diverged_at.is_some());
         assert!(a.server("p").expect("p").streaming);
+        // A repeated call of that generation (its reply was lost) gets the same report,
+        // also with the standby stopped meanwhile; it follows again.
+        for stop in [false, true] {
+            if stop {
+                a.kill(&p, 2).await.expect("kill");
+            }
+            let again = a
+                .rewind_and_follow(&p, &s, &source(2, "slot_p"), 2)
+                .await
+                .expect("again");
+            assert_eq!(again, r);
+            let srv = a.server("p").expect("p");
+            assert!(srv.running && srv.streaming, "{srv:?}");
+        }
+        // A newer generation is another rewind: nothing left to lose.
+        let newer = a
+            .rewind_and_follow(&p, &s, &source(2, "slot_p"), 3)
+            .await
+            .expect("newer");
+        assert_eq!((newer.lost_bytes, newer.diverged_at.as_deref()), (0, None));
+        // A server that came up writable since is rewound anew, even under that generation.
+        a.promote(&p, 3).await.expect("rogue promotion");
+        assert!(a.write("p", 1024));
+        let rogue = a
+            .rewind_and_follow(&p, &s, &source(2, "slot_p"), 3)
+            .await
+            .expect("rewind the rogue");
+        // (The model finds no common history with a timeline the source never saw, so it
+        // re-seeds; what matters is that the saved report was not the answer.)
+        assert_ne!(rogue, newer);
+        assert!(rogue.reseeded || rogue.diverged_at.is_some(), "{rogue:?}");
     }
 
     #[tokio::test]

@@ -498,6 +498,22 @@ async fn clean_switchover_then_forced_failover_with_rewind() {
     assert!(report.lost_bytes > 0, "{report:?}");
     assert!(!report.reseeded, "{report:?}");
     wait_streaming(&agent, &y).await;
+    // The reply was lost (fogd died meanwhile): a repeated call of generation 3 finds
+    // nothing left to rewind, yet answers with the same report — whether y still runs as a
+    // standby or was stopped since — and leaves y following x.
+    let again = agent
+        .rewind_and_follow(&y, &x, &source(&x, "y"), 3)
+        .await
+        .expect("rewind y again");
+    assert_eq!(again, report);
+    wait_streaming(&agent, &y).await;
+    agent.kill(&y, 3).await.expect("kill y");
+    let again = agent
+        .rewind_and_follow(&y, &x, &source(&x, "y"), 3)
+        .await
+        .expect("rewind a stopped y again");
+    assert_eq!(again, report);
+    wait_streaming(&agent, &y).await;
     let cy = connect(&y, "fogd_superuser", &y.superuser_password, "postgres").await;
     assert_eq!(
         count(&cy, "SELECT count(*) FROM t").await,

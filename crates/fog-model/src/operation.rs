@@ -60,6 +60,15 @@ pub enum Action {
         instance: ManagedInstanceId,
         database: String,
     },
+    /// A change to a database's changeable properties (its tags: metadata only). Before
+    /// this action existed an update was recorded, already `Succeeded`, as a
+    /// `CreateDatabase`; such records still read (and render the database as their result).
+    UpdateDatabase {
+        instance: ManagedInstanceId,
+        database: String,
+        /// The tags once the update is done.
+        tags: std::collections::BTreeMap<String, String>,
+    },
     DeleteDatabase {
         instance: ManagedInstanceId,
         database: String,

@@ -397,11 +397,10 @@ impl Orchestrator {
             .any(|d| d.value.name.eq_ignore_ascii_case(name)))
     }
 
-    /// Accepts a change to an existing database (PATCH, or PUT on an existing name). Its
-    /// changeable properties (tags) are metadata only, so the change is committed at once,
-    /// together with an operation record that has already succeeded: clients poll it like
-    /// any other (the result URL returns the database). The record reuses the create
-    /// action's shape (instance and database), which is what its result needs; it never runs.
+    /// Accepts a change to an existing database (PATCH, or PUT on an existing name): one
+    /// batch marks the database busy and writes an `UpdateDatabase` operation carrying the
+    /// new tags (its changeable properties are metadata only, so the operation's one step
+    /// commits them; clients poll it like any other, and its result is the database).
     pub async fn update_database(
         &self,
         id: &ManagedInstanceId,
@@ -422,28 +421,19 @@ impl Orchestrator {
             return Err(ArmError::conflicting_server_operation());
         }
         let mut rec = db.value;
-        let action = Action::CreateDatabase {
+        let action = Action::UpdateDatabase {
             instance: id.clone(),
             database: rec.name.clone(),
+            tags: changes.tags.unwrap_or_else(|| rec.tags.clone()),
         };
-        let mut op = Self::new_operation(
+        let op = Self::new_operation(
             OperationKind::ManagedDatabase,
             id,
             &inst.value.location,
             api_version,
             action,
         );
-        op.step = steps::step_names(&op.action)
-            .last()
-            .copied()
-            .unwrap_or_default()
-            .to_string();
-        op.status = OperationStatus::Succeeded;
-        op.percent_complete = Some(100);
-        op.end_time = Some(op.start_time);
-        if let Some(tags) = changes.tags {
-            rec.tags = tags;
-        }
+        rec.active_operation = Some(op.id.clone());
         let mut writes = checks;
         writes.extend([
             put(
@@ -457,7 +447,7 @@ impl Orchestrator {
             .commit(writes)
             .await
             .map_err(|e| conflict_or_store(e, ArmError::conflicting_server_operation()))?;
-        tracing::info!(instance = %id, database = name, operation = %op.id, "updated database");
+        self.spawn(op.id.clone());
         Ok(op)
     }
 

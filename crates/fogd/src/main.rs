@@ -272,11 +272,11 @@ async fn serve(settings: Settings) -> Result<()> {
             listener_host: settings.listener_host.clone(),
             listener_ports: settings.listener_ports.map(config::PortRange::as_tuple),
             min_grace_minutes: settings.min_grace_period_minutes,
-            planned_failover_timeout: Duration::from_millis(settings.planned_failover_timeout_ms),
-            probe_interval: Duration::from_millis(settings.probe_interval_ms.max(10)),
-            probe_timeout: Duration::from_millis(settings.probe_timeout_ms.max(10)),
-            grace_period_unit: Duration::from_millis(settings.grace_period_unit_ms),
-            rejoin_retry_interval: Duration::from_millis(settings.rejoin_retry_ms.max(10)),
+            planned_failover_timeout: settings.planned_failover_timeout,
+            probe_interval: settings.probe_interval.max(Duration::from_millis(10)),
+            probe_timeout: settings.probe_timeout.max(Duration::from_millis(10)),
+            grace_period_unit: settings.grace_period_unit,
+            rejoin_retry_interval: settings.rejoin_retry.max(Duration::from_millis(10)),
             ..Default::default()
         },
     );
@@ -289,7 +289,7 @@ async fn serve(settings: Settings) -> Result<()> {
         orch.store().clone(),
         settings.listener_host.clone(),
         fog_listener::ListenerConfig {
-            hold_bound: Duration::from_millis(settings.listener_hold_ms),
+            hold_bound: settings.listener_hold,
             ..Default::default()
         },
     ));
@@ -319,22 +319,19 @@ async fn serve(settings: Settings) -> Result<()> {
             base_url: endpoint.clone(),
             max_body_bytes: settings.max_body_bytes,
             max_header_bytes: settings.max_header_bytes,
-            request_timeout: Some(Duration::from_millis(settings.request_timeout_ms)),
+            request_timeout: Some(settings.request_timeout),
             metrics: Some(metrics),
         },
     )
     .layer(axum::middleware::from_fn(http::track));
 
-    let gate = http::Gate::new(
-        settings.max_connections,
-        Duration::from_millis(settings.idle_timeout_ms),
-    );
-    let header_timeout = Duration::from_millis(settings.header_read_timeout_ms);
+    let gate = http::Gate::new(settings.max_connections, settings.idle_timeout);
+    let header_timeout = settings.header_read_timeout;
     let handle = axum_server::Handle::<http::Peer>::new();
     let mut server = axum_server::Server::from_listener(http::GatedListener::new(listener, gate))
         .acceptor(parse_errors::EnvelopeAcceptor::new(
             axum_server::tls_rustls::RustlsAcceptor::new(rustls)
-                .handshake_timeout(Duration::from_millis(settings.tls_handshake_timeout_ms)),
+                .handshake_timeout(settings.tls_handshake_timeout),
         ))
         // Covers what hyper's header timeout does not: a connection silent after its
         // handshake, HTTP/2's preface and first request.

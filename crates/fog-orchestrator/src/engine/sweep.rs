@@ -172,6 +172,9 @@ impl Orchestrator {
                 .flatten()
                 .is_some_and(|i| marked(i.value.active_operation)),
             Action::CreateDatabase { instance, database }
+            | Action::UpdateDatabase {
+                instance, database, ..
+            }
             | Action::DeleteDatabase { instance, database } => {
                 catalog::database(store, instance, database)
                     .await

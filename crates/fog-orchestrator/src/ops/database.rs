@@ -1,8 +1,9 @@
-//! Managed databases: create and delete.
+//! Managed databases: create, update and delete.
 //!
 //! | operation | steps | undo |
 //! | --- | --- | --- |
 //! | create | `create` (`CREATE DATABASE`; on a group's primary also its geo link) → `finish` | the database is dropped and the record removed |
+//! | update | `finish` (the record takes the new tags: metadata only, nothing on the server) | the record stays as it was, no longer busy |
 //! | delete | `drop` (`DROP DATABASE … WITH (FORCE)`) → `finish` | the record stays, no longer busy |
 
 use super::prelude::*;
@@ -17,6 +18,12 @@ step_enum! {
 }
 
 step_enum! {
+    pub(crate) enum UpdateStep in "update_database" {
+        Finish = "finish",
+    }
+}
+
+step_enum! {
     pub(crate) enum DeleteStep in "delete_database" {
         Drop = "drop",
         Finish = "finish",
@@ -24,11 +31,15 @@ step_enum! {
 }
 
 pub(crate) struct CreateDatabase;
+pub(crate) struct UpdateDatabase;
 pub(crate) struct DeleteDatabase;
 
 fn target(action: &Action) -> Result<(&ManagedInstanceId, &str), StepError> {
     match action {
         Action::CreateDatabase { instance, database }
+        | Action::UpdateDatabase {
+            instance, database, ..
+        }
         | Action::DeleteDatabase { instance, database } => Ok((instance, database)),
         other => Err(StepError::Fail(ArmError::internal(format!(
             "not a database operation: {other:?}"
@@ -150,6 +161,58 @@ impl OperationType for CreateDatabase {
         }
         Ok(vec![Write::delete(
             catalog::database_key(instance, database),
+            Precondition::Revision(db.revision),
+        )])
+    }
+}
+
+#[async_trait]
+impl OperationType for UpdateDatabase {
+    fn steps(&self, _: &Action) -> &'static [&'static str] {
+        UpdateStep::NAMES
+    }
+
+    async fn execute(&self, o: &Orchestrator, op: &OperationRecord) -> Result<Outcome, StepError> {
+        let step = UpdateStep::parse(&op.step).ok_or_else(|| unknown_step(&op.step))?;
+        let Action::UpdateDatabase {
+            instance,
+            database,
+            tags,
+        } = &op.action
+        else {
+            return Err(StepError::Fail(ArmError::internal(format!(
+                "not a database update: {:?}",
+                op.action
+            ))));
+        };
+        match step {
+            UpdateStep::Finish => {
+                let db = owned(o, op)
+                    .await?
+                    .ok_or_else(|| StepError::WorldChanged(ArmError::operation_interrupted()))?;
+                let mut rec = db.value;
+                rec.tags = tags.clone();
+                rec.active_operation = None;
+                Ok(Outcome::Finished(vec![put(
+                    catalog::database_key(instance, database),
+                    &rec,
+                    Precondition::Revision(db.revision),
+                )]))
+            }
+        }
+    }
+
+    /// A failed update changes nothing: the record keeps its tags, no longer busy.
+    async fn undo(&self, o: &Orchestrator, op: &OperationRecord) -> Result<Vec<Write>, StepError> {
+        let Some(db) = owned(o, op).await? else {
+            return Ok(vec![]);
+        };
+        let (instance, database) = target(&op.action)?;
+        let mut rec = db.value;
+        rec.active_operation = None;
+        Ok(vec![put(
+            catalog::database_key(instance, database),
+            &rec,
             Precondition::Revision(db.revision),
         )])
     }

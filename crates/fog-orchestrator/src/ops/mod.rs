@@ -35,6 +35,7 @@ pub(crate) fn registry(action: &Action) -> &'static dyn OperationType {
         Action::UpdateInstance { .. } => &instance::UpdateInstance,
         Action::DeleteInstance { .. } => &instance::DeleteInstance,
         Action::CreateDatabase { .. } => &database::CreateDatabase,
+        Action::UpdateDatabase { .. } => &database::UpdateDatabase,
         Action::DeleteDatabase { .. } => &database::DeleteDatabase,
         Action::CreateFailoverGroup { .. } => &group::CreateGroup,
         Action::UpdateFailoverGroup { .. } => &group::UpdateGroup,

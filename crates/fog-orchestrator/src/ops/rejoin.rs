@@ -238,7 +238,11 @@ async fn execute_step(
                         r.data_loss = loss.clone();
                     }
                 }
-                let events = rejoin_events(g, &secondary.value.id.name, &outcome, loss.as_ref());
+                // A loss the report already holds (the agent answered a repair of the same
+                // generation with the rewind it did before) is not announced twice.
+                let reported = g.last_failover.as_ref().and_then(|r| r.data_loss.as_ref());
+                let news = loss.as_ref().filter(|l| reported != Some(*l));
+                let events = rejoin_events(g, &secondary.value.id.name, &outcome, news);
                 save(o, group, &next, events).await?;
             }
         }

@@ -1,7 +1,11 @@
-//! One release `fogd serve` under the campaign's control: launched (again) with chosen
-//! environment variables, killed -9, frozen and thawed, and spoken to over its HTTPS API.
+//! One release `fogd serve` under a benchmark's control, shared by the `failover` and
+//! `seeding` benchmarks and the campaign: launched (again) on a fresh data directory with
+//! chosen environment variables (every other `FOGD_*` variable removed), killed -9, frozen
+//! and thawed, spoken to over its HTTPS API (requests, operations polled to their end, the
+//! group's event history), and stopped — with every PostgreSQL server of its data
+//! directory — when dropped.
 
-use crate::PgUser;
+use crate::{days_from_civil, PgUser};
 use anyhow::{anyhow, bail, Context, Result};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -11,19 +15,6 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub const API: &str = "api-version=2025-01-01";
-
-/// The settings every launch gets (every other `FOGD_*` variable is removed).
-pub const BASE_ENV: &[(&str, &str)] = &[
-    // One grace-period "minute" lasts a second, and grace periods may be that short, so an
-    // automatic failover is seconds away.
-    ("FOGD_GRACE_PERIOD_UNIT_MS", "1000"),
-    ("FOGD_MIN_GRACE_PERIOD_MINUTES", "1"),
-    // Health probes twice a second (a failed probe counts after 1.5 s), and a former
-    // primary that could not rejoin is retried every second.
-    ("FOGD_PROBE_INTERVAL_MS", "500"),
-    ("FOGD_PROBE_TIMEOUT_MS", "1500"),
-    ("FOGD_REJOIN_RETRY_MS", "1000"),
-];
 
 /// An HTTP answer: status, headers and JSON body (`Null` when empty or not JSON).
 #[derive(Debug, Clone)]
@@ -75,6 +66,10 @@ pub struct Fogd {
     pub log: PathBuf,
     pg_bin_dir: PathBuf,
     user: PgUser,
+    /// `FOGD_*` variables every launch gets.
+    env: Vec<(String, String)>,
+    /// How long [`Fogd::complete`] waits for an operation.
+    operation_timeout: Duration,
     child: Option<Child>,
     /// How the last fogd process ended (once reaped).
     last_exit: Option<ExitStatus>,
@@ -87,6 +82,7 @@ pub struct Fogd {
 }
 
 impl Fogd {
+    /// A fogd (not started) with its data directory `root/data` and log `root/fogd.log`.
     pub fn new(bin: &Path, root: &Path, pg_bin_dir: &Path, user: &PgUser) -> Self {
         Fogd {
             bin: bin.to_path_buf(),
@@ -94,6 +90,8 @@ impl Fogd {
             log: root.join("fogd.log"),
             pg_bin_dir: pg_bin_dir.to_path_buf(),
             user: user.clone(),
+            env: Vec::new(),
+            operation_timeout: Duration::from_secs(120),
             child: None,
             last_exit: None,
             launches: 0,
@@ -103,6 +101,35 @@ impl Fogd {
             client: reqwest::Client::new(),
             ca: None,
         }
+    }
+
+    /// Environment variables every launch gets (on top of none: the caller's `FOGD_*`
+    /// variables are removed).
+    pub fn with_env(mut self, env: &[(&str, &str)]) -> Self {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self
+    }
+
+    /// How long [`Fogd::complete`] waits for an operation (default 120 s).
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// [`Fogd::new`] with `env`, launched: the benchmarks' one fogd.
+    pub async fn start(
+        bin: &Path,
+        root: &Path,
+        pg_bin_dir: &Path,
+        user: &PgUser,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
+        let mut f = Fogd::new(bin, root, pg_bin_dir, user).with_env(env);
+        f.launch(&[]).await?;
+        Ok(f)
     }
 
     pub fn pid(&self) -> Option<i32> {
@@ -124,7 +151,7 @@ impl Fogd {
         }
     }
 
-    /// Starts fogd with [`BASE_ENV`] plus `extra` and waits until its API listens
+    /// Starts fogd with its environment plus `extra` and waits until its API listens
     /// (`api-url` rewritten). Returns early with an error if fogd exits first.
     pub async fn launch(&mut self, extra: &[(&str, &str)]) -> Result<()> {
         if self.running() {
@@ -140,7 +167,7 @@ impl Fogd {
             .context("open fogd log")?;
         let _ = writeln!(
             log_file,
-            "=== campaign: launch #{} {}",
+            "{LAUNCH} #{} {}",
             self.launches,
             extra
                 .iter()
@@ -163,7 +190,10 @@ impl Fogd {
                 cmd.env_remove(k);
             }
         }
-        for (k, v) in BASE_ENV.iter().chain(extra.iter()) {
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
             cmd.env(k, v);
         }
         if let Some((name, _, _)) = &self.user {
@@ -306,6 +336,19 @@ impl Fogd {
         )
     }
 
+    /// `…/managedInstances/{name}?api-version=…`.
+    pub fn instance_path(&self, rg: &str, name: &str) -> String {
+        format!("{}/managedInstances/{name}?{API}", self.rg_path(rg))
+    }
+
+    /// `…/locations/{location}/instanceFailoverGroups/{name}` (no query).
+    pub fn group_path(&self, rg: &str, location: &str, name: &str) -> String {
+        format!(
+            "{}/locations/{location}/instanceFailoverGroups/{name}",
+            self.rg_path(rg)
+        )
+    }
+
     /// Sends a request to a path (or to an absolute URL fogd handed out, by its path).
     pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply> {
         send_with(
@@ -344,6 +387,27 @@ impl Fogd {
         }
     }
 
+    /// Polls an operation-status URL (or path) every `every` until the operation
+    /// succeeded: for timing an operation (a failed read or a failed operation is an error).
+    pub async fn wait_succeeded(&self, status: &str, what: &str, every: Duration) -> Result<()> {
+        let deadline = Instant::now() + self.operation_timeout;
+        loop {
+            let s = self.get(status).await?;
+            match s["status"].as_str() {
+                Some("InProgress") => {}
+                Some("Succeeded") => return Ok(()),
+                _ => bail!(
+                    "{what} did not succeed: {s}; fogd log:\n{}",
+                    self.log_tail(30)
+                ),
+            }
+            if Instant::now() > deadline {
+                bail!("{what} did not finish in {:?}", self.operation_timeout);
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// Sends a request and, when it starts an operation, waits until it succeeded.
     pub async fn complete(
         &self,
@@ -357,7 +421,7 @@ impl Fogd {
             bail!("{what}: {} {}", r.status, r.body);
         }
         if let Some(op) = r.operation() {
-            let s = self.wait_operation(&op, Duration::from_secs(120)).await?;
+            let s = self.wait_operation(&op, self.operation_timeout).await?;
             if s["status"] != "Succeeded" {
                 bail!(
                     "{what}: operation ended {s}; fogd log:\n{}",
@@ -367,6 +431,60 @@ impl Fogd {
         }
         Ok(r)
     }
+
+    /// The group's event history (`GET …/instanceFailoverGroups/{name}/events`, oldest
+    /// first; fogd keeps the newest 1000), addressed from either member's `group_path`.
+    pub async fn events(&self, group_path: &str) -> Result<Vec<GroupEvent>> {
+        let h = self.get(&format!("{group_path}/events?{API}")).await?;
+        let list = h["value"]
+            .as_array()
+            .ok_or_else(|| anyhow!("events without a value list: {h}"))?;
+        list.iter()
+            .map(|e| {
+                let time = e["time"].as_str().unwrap_or_default();
+                Ok(GroupEvent {
+                    wall: rfc3339_secs(time)
+                        .ok_or_else(|| anyhow!("event time {time:?} is not RFC 3339 UTC"))?,
+                    kind: e["type"].as_str().unwrap_or_default().to_string(),
+                    message: e["message"].as_str().unwrap_or_default().to_string(),
+                    generation: e["generation"].as_u64().unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+}
+
+/// What each launch writes into the log first.
+const LAUNCH: &str = "=== fog-bench: launch";
+
+/// One entry of a group's event history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupEvent {
+    /// fogd's wall-clock time, seconds since the Unix epoch.
+    pub wall: f64,
+    /// `Fenced`, `RoleChanged`, `FailoverFinished`, `AutomaticFailoverTriggered`, …
+    pub kind: String,
+    pub message: String,
+    pub generation: u64,
+}
+
+/// fogd's RFC 3339 UTC time (`…Z` or `…+00:00`, any fraction) → seconds since the epoch.
+pub fn rfc3339_secs(ts: &str) -> Option<f64> {
+    let body = ts.strip_suffix('Z').or_else(|| ts.strip_suffix("+00:00"))?;
+    civil_secs(body.get(..19)?, body.get(20..).unwrap_or(""))
+}
+
+/// `YYYY-MM-DD?HH:MM:SS` + fraction digits → seconds since the epoch (UTC).
+pub fn civil_secs(ts: &str, frac: &str) -> Option<f64> {
+    let n = |r: std::ops::Range<usize>| ts.get(r).and_then(|x| x.parse::<i64>().ok());
+    let days = days_from_civil(n(0..4)?, n(5..7)?, n(8..10)?);
+    let secs = days * 86_400 + n(11..13)? * 3600 + n(14..16)? * 60 + n(17..19)?;
+    let frac = if frac.is_empty() {
+        0.0
+    } else {
+        frac.parse::<f64>().ok()? / 10f64.powi(i32::try_from(frac.len()).ok()?)
+    };
+    Some(secs as f64 + frac)
 }
 
 /// The lines of a fogd log written after byte `from` that say something went wrong
@@ -382,7 +500,7 @@ pub fn excerpt(log: &Path, from: u64, max: usize) -> Vec<String> {
                 || l.contains(" ERROR ")
                 || l.contains("failpoint")
                 || l.contains("panicked")
-                || l.starts_with("=== campaign")
+                || l.starts_with(LAUNCH)
         })
         .map(|l| shorten(l, 400))
         .collect();
@@ -451,7 +569,7 @@ impl Drop for Fogd {
                 continue;
             }
             // A frozen server would never stop.
-            crate::campaign::cluster::signal_server(&e.path(), nix::sys::signal::Signal::SIGCONT);
+            crate::servers::signal_server(&e.path(), nix::sys::signal::Signal::SIGCONT);
             let pg_ctl = self.pg_bin_dir.join("pg_ctl");
             let mut cmd = match &self.user {
                 Some((name, _, _)) => {
