@@ -31,7 +31,10 @@ fn main() {
             "cargo::warning=fog-listener: {clang} could not compile bpf/sockmap.bpf.c ({}); \
              building without the kernel data path: {}",
             out.status,
-            String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .next()
+                .unwrap_or("")
         ),
         Err(e) => println!(
             "cargo::warning=fog-listener: cannot run {clang} ({e}); building without the \

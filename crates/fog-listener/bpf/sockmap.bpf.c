@@ -16,7 +16,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, __u64);
+	__type(value, __u32);
 } fog_socks SEC(".maps");
 
 struct fog_peer {

@@ -28,8 +28,9 @@
 //! **Fencing** is unchanged: the session task watches the fence epoch and, when it moves,
 //! shuts both sockets down and closes them at once; closing removes them from the map.
 //!
-//! **Counters.** The program counts redirected bytes per socket; they are added to the
-//! listener's byte counters when the session ends (the user-space path counts live).
+//! **Counters.** The program counts redirected bytes per socket; `Listener::stats` adds
+//! those of open sessions to the listener's counters, and a session that ends moves its
+//! bytes into them. (Bytes user space forwards for a spill are counted when it ends.)
 
 use crate::sys;
 use crate::Shared;
@@ -38,6 +39,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, SockHash};
 use aya::programs::SkSkb;
 use aya::Ebpf;
 use rustix::event::epoll;
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream as StdTcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -83,9 +85,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/so
 /// unavailable (not built, not permitted, not supported).
 pub(crate) fn forwarder() -> Result<Arc<Forwarder>, String> {
     static FORWARDER: OnceLock<Result<Arc<Forwarder>, String>> = OnceLock::new();
-    FORWARDER
-        .get_or_init(|| load().map(Arc::new))
-        .clone()
+    FORWARDER.get_or_init(|| load().map(Arc::new)).clone()
 }
 
 #[cfg(not(fog_bpf))]
@@ -138,6 +138,17 @@ impl Forwarder {
 
     fn entry(&self, cookie: u64) -> PeerEntry {
         self.maps().peers.get(&cookie, 0).unwrap_or([0; 3])
+    }
+
+    /// Bytes redirected so far by the given live sessions: (to servers, to clients).
+    pub(crate) fn live_bytes(&self, sessions: &HashSet<(u64, u64)>) -> (u64, u64) {
+        let maps = self.maps();
+        let bytes = |cookie: &u64| maps.peers.get(cookie, 0).map(|e| e[BYTES]).unwrap_or(0);
+        sessions
+            .iter()
+            .fold((0, 0), |(to_server, to_client), (c, u)| {
+                (to_server + bytes(c), to_client + bytes(u))
+            })
     }
 }
 
@@ -213,6 +224,8 @@ pub(crate) async fn forward(
             }
         };
     }
+    let key = (cookies.0, cookies.1);
+    lock(&shared.kernel_sessions).insert(key);
     tracing::debug!(%peer, %target, epoch, "forwarding in the kernel");
     let outcome = session.run(state, epoch).await;
     match outcome {
@@ -224,6 +237,9 @@ pub(crate) async fn forward(
             tracing::debug!(%peer, %target, error = %e, "connection ended with an error")
         }
     }
+    // Under the sessions lock, so `Listener::stats` counts these bytes exactly once.
+    let mut live = lock(&shared.kernel_sessions);
+    live.remove(&key);
     let (to_server, to_client) = session.close();
     shared
         .stats
@@ -233,7 +249,12 @@ pub(crate) async fn forward(
         .stats
         .bytes_server_to_client
         .fetch_add(to_client, Ordering::Relaxed);
+    drop(live);
     Ok(())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 enum Ended {
@@ -314,8 +335,18 @@ impl Session<'_> {
         self.forward_spills()?;
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let interest = epoll::EventFlags::RDHUP;
-        epoll::add(&ep, &self.client.sock, epoll::EventData::new_u64(0), interest)?;
-        epoll::add(&ep, &self.upstream.sock, epoll::EventData::new_u64(1), interest)?;
+        epoll::add(
+            &ep,
+            &self.client.sock,
+            epoll::EventData::new_u64(0),
+            interest,
+        )?;
+        epoll::add(
+            &ep,
+            &self.upstream.sock,
+            epoll::EventData::new_u64(1),
+            interest,
+        )?;
         let ep = sys::register_readable(ep)?;
         let recheck = Instant::now() + SPILL_RECHECK;
         let mut rechecked = false;
@@ -391,7 +422,10 @@ impl Session<'_> {
                 Err(_) => return,
             }
             if Instant::now() >= deadline {
-                tracing::debug!(expected, "redirected bytes did not drain in time; closing anyway");
+                tracing::debug!(
+                    expected,
+                    "redirected bytes did not drain in time; closing anyway"
+                );
                 return;
             }
             sleep(FLUSH_POLL).await;

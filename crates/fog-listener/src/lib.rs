@@ -25,8 +25,8 @@
 //! either by the kernel (an eBPF sockmap redirects each socket's input to its peer; see
 //! `kernel.rs`) or by a user-space copy loop. [`ListenerConfig::data_path`] chooses
 //! ([`DataPath`]; default from `FOGD_LISTENER_DATA_PATH`, else `auto`: the kernel when the
-//! BPF program loads, the copy loop otherwise). Fencing, holding and refusing are the same
-//! on both; on the kernel path the byte counters advance when a session ends.
+//! BPF program loads, the copy loop otherwise). Fencing, holding, refusing and the counters
+//! are the same on both.
 //!
 //! **Hostile input.** The listener faces arbitrary sockets: every read it makes itself is
 //! bounded in time and size, and a bad client can only end its own connection.
@@ -190,6 +190,9 @@ pub(crate) struct Shared {
     pub(crate) stats: Counters,
     /// The kernel data path, when in use.
     pub(crate) kernel: Option<Arc<kernel::Forwarder>>,
+    /// Kernel-forwarded sessions open now, as (client, upstream) socket cookies: their
+    /// bytes are in the BPF map until they end, and [`Listener::stats`] adds them in.
+    pub(crate) kernel_sessions: std::sync::Mutex<std::collections::HashSet<(u64, u64)>>,
 }
 
 /// The route plus the fence epoch: connections bound to a forward target under epoch `e`
@@ -249,10 +252,15 @@ impl Listener {
             bound,
             stats: Counters::default(),
             kernel,
+            kernel_sessions: Default::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let (done_tx, done) = watch::channel(());
-        let data_path = if shared.kernel.is_some() { "kernel" } else { "userspace" };
+        let data_path = if shared.kernel.is_some() {
+            "kernel"
+        } else {
+            "userspace"
+        };
         tracing::info!(%local_addr, route = ?shared.state.borrow().route, data_path, "listener bound");
         tokio::spawn(accept_loop(shared.clone(), listener, stop_rx, done_tx));
         Ok(Listener {
@@ -365,12 +373,25 @@ impl Listener {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> ListenerStats {
-        let s = &self.inner.shared.stats;
+        let shared = &self.inner.shared;
+        // Held while reading the counters: a kernel session that ends moves its bytes from
+        // the map to the counters under this lock, so it is counted exactly once.
+        let live = shared
+            .kernel_sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (live_to_server, live_to_client) = match &shared.kernel {
+            Some(fwd) => fwd.live_bytes(&live),
+            None => (0, 0),
+        };
+        let s = &shared.stats;
         ListenerStats {
             connections_total: s.connections_total.load(Ordering::Relaxed),
             connections_active: s.connections_active.load(Ordering::Relaxed),
-            bytes_client_to_server: s.bytes_client_to_server.load(Ordering::Relaxed),
-            bytes_server_to_client: s.bytes_server_to_client.load(Ordering::Relaxed),
+            bytes_client_to_server: s.bytes_client_to_server.load(Ordering::Relaxed)
+                + live_to_server,
+            bytes_server_to_client: s.bytes_server_to_client.load(Ordering::Relaxed)
+                + live_to_client,
             refused_total: s.refused_total.load(Ordering::Relaxed),
         }
     }
