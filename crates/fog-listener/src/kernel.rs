@@ -226,6 +226,10 @@ pub(crate) async fn forward(
     }
     let key = (cookies.0, cookies.1);
     lock(&shared.kernel_sessions).insert(key);
+    shared
+        .stats
+        .kernel_sessions_total
+        .fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%peer, %target, epoch, "forwarding in the kernel");
     let outcome = session.run(state, epoch).await;
     match outcome {

@@ -159,6 +159,8 @@ pub struct ListenerStats {
     /// Connections answered with an `ErrorResponse` instead of being forwarded: refused by
     /// the route, held past the hold bound, or target unreachable.
     pub refused_total: u64,
+    /// Sessions forwarded by the kernel data path (the others were copied in user space).
+    pub kernel_sessions_total: u64,
 }
 
 /// The message a connection held past [`ListenerConfig::hold_bound`] is refused with.
@@ -211,6 +213,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_client_to_server: AtomicU64,
     pub(crate) bytes_server_to_client: AtomicU64,
     pub(crate) refused_total: AtomicU64,
+    pub(crate) kernel_sessions_total: AtomicU64,
 }
 
 /// What [`Listener::set_route`] did with a route.
@@ -393,6 +396,7 @@ impl Listener {
             bytes_server_to_client: s.bytes_server_to_client.load(Ordering::Relaxed)
                 + live_to_client,
             refused_total: s.refused_total.load(Ordering::Relaxed),
+            kernel_sessions_total: s.kernel_sessions_total.load(Ordering::Relaxed),
         }
     }
 
