@@ -115,6 +115,20 @@ async fn proxy(
     if let Err(e) = upstream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY on upstream socket");
     }
+    let (client, upstream) = match &shared.kernel {
+        Some(fwd) => {
+            match crate::kernel::forward(fwd, shared, client, upstream, state, epoch, peer, target)
+                .await
+            {
+                Ok(()) => return,
+                Err(refused) => {
+                    tracing::debug!(%peer, %target, reason = %refused.reason, "kernel forwarding refused; copying in user space");
+                    (refused.client, refused.upstream)
+                }
+            }
+        }
+        None => (client, upstream),
+    };
     tracing::debug!(%peer, %target, epoch, "proxying");
     let mut client = Counted {
         inner: client,
@@ -141,7 +155,7 @@ async fn proxy(
 }
 
 /// Resolves once the fence epoch is no longer `epoch` (or the listener is gone: an error).
-async fn fenced(
+pub(crate) async fn fenced(
     state: &mut watch::Receiver<State>,
     epoch: u64,
 ) -> Result<(), watch::error::RecvError> {

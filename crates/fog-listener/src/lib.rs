@@ -21,10 +21,19 @@
 //! connections are really gone, so a failover can be sequenced as: `set_route(Pause)`,
 //! `wait_fenced()`, demote and promote, `set_route(Forward(new primary))`.
 //!
+//! **Data path.** Once a connection's upstream socket is connected, its bytes are moved
+//! either by the kernel (an eBPF sockmap redirects each socket's input to its peer; see
+//! `kernel.rs`) or by a user-space copy loop. [`ListenerConfig::data_path`] chooses
+//! ([`DataPath`]; default from `FOGD_LISTENER_DATA_PATH`, else `auto`: the kernel when the
+//! BPF program loads, the copy loop otherwise). Fencing, holding, refusing and the counters
+//! are the same on both.
+//!
 //! **Hostile input.** The listener faces arbitrary sockets: every read it makes itself is
 //! bounded in time and size, and a bad client can only end its own connection.
 
 mod conn;
+mod kernel;
+mod sys;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -73,6 +82,56 @@ pub struct ListenerConfig {
     pub connect_timeout: Duration,
     /// How long a client being refused has to send its opening messages. Default 5 s.
     pub handshake_timeout: Duration,
+    /// How established sessions are forwarded. Default: [`DataPath::from_env`].
+    pub data_path: DataPath,
+}
+
+/// How a listener moves the bytes of an established session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataPath {
+    /// The kernel if its BPF program can be loaded (root or `CAP_BPF` + `CAP_NET_ADMIN`,
+    /// a kernel with sockmap, a build with clang), the user-space copy otherwise.
+    Auto,
+    /// The kernel only: [`Listener::bind`] fails if the BPF program cannot be loaded.
+    Kernel,
+    /// The user-space copy loop (tokio `copy_bidirectional`).
+    Userspace,
+}
+
+impl DataPath {
+    /// The environment variable [`DataPath::from_env`] reads.
+    pub const ENV: &'static str = "FOGD_LISTENER_DATA_PATH";
+
+    /// `auto`, `kernel` or `userspace` (case-insensitive).
+    pub fn parse(s: &str) -> Option<DataPath> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(DataPath::Auto),
+            "kernel" => Some(DataPath::Kernel),
+            "userspace" | "user-space" | "user" => Some(DataPath::Userspace),
+            _ => None,
+        }
+    }
+
+    /// The choice in `FOGD_LISTENER_DATA_PATH`; [`DataPath::Auto`] when unset, or (with a
+    /// warning) when it is not one of the three names.
+    pub fn from_env() -> DataPath {
+        match std::env::var(Self::ENV) {
+            Err(_) => DataPath::Auto,
+            Ok(value) => DataPath::parse(&value).unwrap_or_else(|| {
+                tracing::warn!(
+                    env = Self::ENV, %value,
+                    "unknown listener data path (expected auto, kernel or userspace); using auto"
+                );
+                DataPath::Auto
+            }),
+        }
+    }
+}
+
+/// Whether kernel forwarding can be used in this process: `Err` says why not. The BPF
+/// program is loaded on the first call and shared by every listener afterwards.
+pub fn kernel_data_path_available() -> Result<(), String> {
+    kernel::forwarder().map(|_| ())
 }
 
 impl Default for ListenerConfig {
@@ -81,6 +140,7 @@ impl Default for ListenerConfig {
             hold_bound: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
             handshake_timeout: Duration::from_secs(5),
+            data_path: DataPath::from_env(),
         }
     }
 }
@@ -99,6 +159,8 @@ pub struct ListenerStats {
     /// Connections answered with an `ErrorResponse` instead of being forwarded: refused by
     /// the route, held past the hold bound, or target unreachable.
     pub refused_total: u64,
+    /// Sessions forwarded by the kernel data path (the others were copied in user space).
+    pub kernel_sessions_total: u64,
 }
 
 /// The message a connection held past [`ListenerConfig::hold_bound`] is refused with.
@@ -128,6 +190,11 @@ pub(crate) struct Shared {
     /// fence epoch they were bound under.
     pub(crate) bound: watch::Sender<BTreeMap<u64, usize>>,
     pub(crate) stats: Counters,
+    /// The kernel data path, when in use.
+    pub(crate) kernel: Option<Arc<kernel::Forwarder>>,
+    /// Kernel-forwarded sessions open now, as (client, upstream) socket cookies: their
+    /// bytes are in the BPF map until they end, and [`Listener::stats`] adds them in.
+    pub(crate) kernel_sessions: std::sync::Mutex<std::collections::HashSet<(u64, u64)>>,
 }
 
 /// The route plus the fence epoch: connections bound to a forward target under epoch `e`
@@ -146,6 +213,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_client_to_server: AtomicU64,
     pub(crate) bytes_server_to_client: AtomicU64,
     pub(crate) refused_total: AtomicU64,
+    pub(crate) kernel_sessions_total: AtomicU64,
 }
 
 /// What [`Listener::set_route`] did with a route.
@@ -164,6 +232,19 @@ impl Listener {
         route: Route,
         config: ListenerConfig,
     ) -> std::io::Result<Listener> {
+        let kernel = match config.data_path {
+            DataPath::Userspace => None,
+            DataPath::Auto => kernel::forwarder()
+                .map_err(|reason| {
+                    tracing::info!(%addr, %reason, "kernel data path unavailable; copying in user space");
+                })
+                .ok(),
+            DataPath::Kernel => Some(kernel::forwarder().map_err(|reason| {
+                std::io::Error::other(format!(
+                    "listener data path `kernel` requested but unavailable: {reason}"
+                ))
+            })?),
+        };
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let (state, _) = watch::channel(State { route, epoch: 0 });
@@ -173,10 +254,17 @@ impl Listener {
             state,
             bound,
             stats: Counters::default(),
+            kernel,
+            kernel_sessions: Default::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let (done_tx, done) = watch::channel(());
-        tracing::info!(%local_addr, route = ?shared.state.borrow().route, "listener bound");
+        let data_path = if shared.kernel.is_some() {
+            "kernel"
+        } else {
+            "userspace"
+        };
+        tracing::info!(%local_addr, route = ?shared.state.borrow().route, data_path, "listener bound");
         tokio::spawn(accept_loop(shared.clone(), listener, stop_rx, done_tx));
         Ok(Listener {
             inner: Arc::new(Inner {
@@ -191,6 +279,16 @@ impl Listener {
     /// The address the listener is bound to (useful after binding port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
+    }
+
+    /// The data path this listener's sessions use: [`DataPath::Kernel`] or
+    /// [`DataPath::Userspace`] (a session the kernel refuses is still copied in user space).
+    pub fn data_path(&self) -> DataPath {
+        if self.inner.shared.kernel.is_some() {
+            DataPath::Kernel
+        } else {
+            DataPath::Userspace
+        }
     }
 
     /// The current route.
@@ -278,13 +376,27 @@ impl Listener {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> ListenerStats {
-        let s = &self.inner.shared.stats;
+        let shared = &self.inner.shared;
+        // Held while reading the counters: a kernel session that ends moves its bytes from
+        // the map to the counters under this lock, so it is counted exactly once.
+        let live = shared
+            .kernel_sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (live_to_server, live_to_client) = match &shared.kernel {
+            Some(fwd) => fwd.live_bytes(&live),
+            None => (0, 0),
+        };
+        let s = &shared.stats;
         ListenerStats {
             connections_total: s.connections_total.load(Ordering::Relaxed),
             connections_active: s.connections_active.load(Ordering::Relaxed),
-            bytes_client_to_server: s.bytes_client_to_server.load(Ordering::Relaxed),
-            bytes_server_to_client: s.bytes_server_to_client.load(Ordering::Relaxed),
+            bytes_client_to_server: s.bytes_client_to_server.load(Ordering::Relaxed)
+                + live_to_server,
+            bytes_server_to_client: s.bytes_server_to_client.load(Ordering::Relaxed)
+                + live_to_client,
             refused_total: s.refused_total.load(Ordering::Relaxed),
+            kernel_sessions_total: s.kernel_sessions_total.load(Ordering::Relaxed),
         }
     }
 
