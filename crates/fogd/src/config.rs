@@ -130,6 +130,8 @@ pub mod defaults {
     pub const PROBE_TIMEOUT_MS: u64 = 2000;
     pub const GRACE_PERIOD_UNIT_MS: u64 = 60_000;
     pub const REJOIN_RETRY_MS: u64 = 5000;
+    /// Several nodes on one store (issue 12).
+    pub const LEASE_TTL: u64 = 5;
 }
 
 /// The secret key file, relative to the data directory, when `secret_key_file` is unset.
@@ -167,7 +169,7 @@ pub struct ServeArgs {
     )]
     pub secret_key_file: Option<PathBuf>,
     /// Metadata store: sqlite (DATA_DIR/store.sqlite) or etcd://HOST:PORT[,HOST:PORT...]
-    /// (an etcd 3.4+ cluster, keys under /fogd/; one fogd per cluster for now)
+    /// (an etcd 3.4+ cluster, keys under /fogd/; several nodes may share it)
     /// [default: sqlite]
     #[arg(
         long,
@@ -399,6 +401,31 @@ pub struct ServeArgs {
         verbatim_doc_comment
     )]
     pub rejoin_retry_ms: Option<u64>,
+    // ---- Several nodes on one store (issue 12): node, lease_ttl, cluster_dir. ----
+    /// This node's name among the fogd nodes sharing an etcd store (its node record,
+    /// nodes/NAME, and what it owns are filed under it) [default: the host name]
+    #[arg(long, env = "FOGD_NODE", value_name = "NAME", verbatim_doc_comment)]
+    pub node: Option<String>,
+    /// TTL of this node's etcd lease, in whole seconds (at least 2): a node that stops
+    /// renewing it loses everything it owned this long after, and another node takes its
+    /// operations and the health monitor over [default: 5]
+    #[arg(
+        long,
+        env = "FOGD_LEASE_TTL",
+        value_name = "SECONDS",
+        verbatim_doc_comment
+    )]
+    pub lease_ttl: Option<u64>,
+    /// Directory shared by the fogd nodes of one machine: the CA and TLS certificate, the
+    /// admin token, the subscription id, the secret key and the PostgreSQL servers' data
+    /// live there instead of in DATA_DIR [default: unset (DATA_DIR)]
+    #[arg(
+        long,
+        env = "FOGD_CLUSTER_DIR",
+        value_name = "DIR",
+        verbatim_doc_comment
+    )]
+    pub cluster_dir: Option<PathBuf>,
 }
 
 /// The TOML configuration file: the same settings as [`ServeArgs`], keyed by their
@@ -434,6 +461,10 @@ pub struct FileConfig {
     pub probe_timeout_ms: Option<u64>,
     pub grace_period_unit_ms: Option<u64>,
     pub rejoin_retry_ms: Option<u64>,
+    // Several nodes on one store (issue 12).
+    pub node: Option<String>,
+    pub lease_ttl: Option<u64>,
+    pub cluster_dir: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -455,6 +486,7 @@ impl FileConfig {
             &mut cfg.data_dir,
             &mut cfg.secret_key_file,
             &mut cfg.pg_bin_dir,
+            &mut cfg.cluster_dir,
         ]
         .into_iter()
         .flatten()
@@ -499,6 +531,61 @@ pub struct Settings {
     pub probe_timeout_ms: u64,
     pub grace_period_unit_ms: u64,
     pub rejoin_retry_ms: u64,
+    /// Several nodes on one store (issue 12): see [`ClusterSettings`].
+    pub cluster: ClusterSettings,
+}
+
+/// The settings of one node among several sharing an etcd store (issue 12). They matter
+/// only with `store = etcd://…`; the embedded default ignores them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClusterSettings {
+    /// `None`: the host name ([`ClusterSettings::node_name`]).
+    pub node: Option<String>,
+    /// Lease TTL in whole seconds.
+    pub lease_ttl: u64,
+    /// `None`: shared material lives in the data directory.
+    pub cluster_dir: Option<PathBuf>,
+}
+
+impl ClusterSettings {
+    /// The node's name: `node`, else the host name, else `fogd`.
+    pub fn node_name(&self) -> String {
+        if let Some(n) = &self.node {
+            return n.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "fogd".into())
+    }
+
+    fn resolve(args: &ServeArgs, file: &FileConfig) -> Self {
+        ClusterSettings {
+            node: args.node.clone().or(file.node.clone()),
+            lease_ttl: args
+                .lease_ttl
+                .or(file.lease_ttl)
+                .unwrap_or(defaults::LEASE_TTL),
+            cluster_dir: args.cluster_dir.clone().or(file.cluster_dir.clone()),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.lease_ttl < 2 {
+            bail!("lease_ttl must be at least 2 (seconds; etcd's minimum)");
+        }
+        if let Some(n) = &self.node {
+            let ok = !n.is_empty()
+                && n.len() <= 63
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+            if !ok {
+                bail!("node '{n}' must be 1-63 letters, digits, '-', '_' or '.'");
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Settings {
@@ -533,6 +620,10 @@ impl Default for Settings {
             probe_timeout_ms: PROBE_TIMEOUT_MS,
             grace_period_unit_ms: GRACE_PERIOD_UNIT_MS,
             rejoin_retry_ms: REJOIN_RETRY_MS,
+            cluster: ClusterSettings {
+                lease_ttl: LEASE_TTL,
+                ..Default::default()
+            },
         }
     }
 }
@@ -550,6 +641,7 @@ impl Settings {
     /// Flag or environment variable (both in `args`) > `file` > default; then checks.
     pub fn resolve(args: ServeArgs, file: FileConfig) -> Result<Self> {
         let d = Settings::default();
+        let cluster = ClusterSettings::resolve(&args, &file);
         let s = Settings {
             data_dir: args.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
             secret_key_file: args
@@ -636,6 +728,7 @@ impl Settings {
                 .rejoin_retry_ms
                 .or(file.rejoin_retry_ms)
                 .unwrap_or(d.rejoin_retry_ms),
+            cluster,
         };
         s.check()?;
         Ok(s)
@@ -645,7 +738,16 @@ impl Settings {
     pub fn secret_key_path(&self) -> PathBuf {
         self.secret_key_file
             .clone()
-            .unwrap_or_else(|| self.data_dir.join(DEFAULT_SECRET_KEY_FILE))
+            .unwrap_or_else(|| self.shared_dir().join(DEFAULT_SECRET_KEY_FILE))
+    }
+
+    /// Where the material every node of a machine shares lives: `cluster_dir`, else the
+    /// data directory.
+    pub fn shared_dir(&self) -> PathBuf {
+        self.cluster
+            .cluster_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.clone())
     }
 
     fn check(&self) -> Result<()> {
@@ -685,7 +787,7 @@ impl Settings {
         if self.grace_period_unit_ms == 0 {
             bail!("grace_period_unit_ms must be at least 1");
         }
-        Ok(())
+        self.cluster.check()
     }
 }
 
@@ -741,8 +843,8 @@ pub const FIELDS: &[Field] = &[
         example: r#""etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379""#,
         doc: "Where fogd keeps its metadata: \"sqlite\" (DATA_DIR/store.sqlite, one node) or \
               \"etcd://HOST:PORT[,HOST:PORT...]\", an etcd 3.4+ cluster (plain HTTP, keys under \
-              /fogd/). With etcd, run one fogd per cluster for now: several fogd nodes do not \
-              yet divide operations, health monitoring and servers between them.",
+              /fogd/). Several fogd nodes may share one etcd cluster (see node, lease_ttl and \
+              cluster_dir).",
     },
     Field {
         key: "listen",
@@ -962,6 +1064,38 @@ pub const FIELDS: &[Field] = &[
         example: "5000",
         doc: "How often fogd retries re-attaching a former primary that could not rejoin its \
               group as the secondary, in milliseconds (at least 10).",
+    },
+    // ---- Several nodes on one store (issue 12). ----
+    Field {
+        key: "node",
+        default: None,
+        unset: "the host name",
+        example: r#""east-1""#,
+        doc: "This node's name among the fogd nodes that share an etcd store: its node record \
+              (nodes/NAME, bound to its lease) and every ownership it holds are filed under it. \
+              Unused with the SQLite store.",
+    },
+    Field {
+        key: "lease_ttl",
+        default: Some("5"),
+        unset: "",
+        example: "5",
+        doc: "TTL of this node's etcd lease, in whole seconds (at least 2). The node renews it \
+              every third of it; a node that stops (killed, paused, cut off) loses its node \
+              record and everything it owned (operations, the health monitor) this long \
+              after, and another node takes over. Unused with the SQLite store.",
+    },
+    Field {
+        key: "cluster_dir",
+        default: None,
+        unset: "DATA_DIR",
+        example: r#""/srv/fogd-cluster""#,
+        doc: "Directory the fogd nodes of one machine share: ca.pem and tls/ (one certificate \
+              for every node: add each node's listen address to tls_san on the first start), \
+              admin-token, subscription-id, keys/secrets.key (unless secret_key_file) and \
+              instances/ (the PostgreSQL servers every node may command). DATA_DIR then keeps \
+              only the node's own files (fogd.lock, api-url, client.toml). In a file, a \
+              relative path is relative to the file's directory.",
     },
 ];
 
@@ -1344,7 +1478,11 @@ mod tests {
             probe_timeout_ms,
             grace_period_unit_ms,
             rejoin_retry_ms,
+            node,
+            lease_ttl,
+            cluster_dir,
         } = file;
+        assert!(node.is_some() && lease_ttl.is_some() && cluster_dir.is_some());
         assert!(data_dir.is_some() && listen.is_some() && public_url.is_some());
         assert!(secret_key_file.is_some() && store.is_some());
         assert!(tls_san.is_some() && pg_bin_dir.is_some() && pg_os_user.is_some());

@@ -106,7 +106,7 @@ pub(super) async fn save(
         Precondition::Revision(group.revision),
     )];
     writes.extend(extra);
-    o.store.commit(writes).await.map(|_| ()).map_err(store_err)
+    o.commit(writes).await.map(|_| ()).map_err(store_err)
 }
 
 /// Both instance records with their generation set to `gen`.
