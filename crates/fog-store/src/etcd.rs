@@ -106,6 +106,9 @@ impl EtcdStore {
     pub const PAGE: i64 = 1000;
     /// The longest one request may take.
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+    /// etcd's default `--max-txn-ops`: the most compares, and the most operations, one
+    /// transaction may carry. A larger batch is refused here with an error saying so.
+    pub const MAX_TXN_OPS: usize = 128;
 
     /// Parses `etcd://HOST:PORT[,HOST:PORT…]` (also `http://…` endpoints) into endpoint URLs.
     pub fn parse_url(url: &str) -> Result<Vec<String>, String> {
@@ -484,6 +487,14 @@ impl Store for EtcdStore {
                 WriteOp::Delete => ops.push(TxnOp::delete(full, None)),
                 WriteOp::Check => {}
             }
+        }
+        if compares.len() > Self::MAX_TXN_OPS || ops.len() > Self::MAX_TXN_OPS {
+            return Err(StoreError::Backend(format!(
+                "a batch of {} compares and {} writes exceeds etcd's {} operations per transaction",
+                compares.len(),
+                ops.len(),
+                Self::MAX_TXN_OPS
+            )));
         }
         let txn = Txn::new().when(compares).and_then(ops).or_else(reads);
         let resp = match self
