@@ -331,6 +331,7 @@ async fn serve(settings: Settings) -> Result<()> {
             hold_bound: Duration::from_millis(settings.listener_hold_ms),
             ..Default::default()
         },
+        orch.node().map(|n| n.ttl()),
     ));
     tokio::spawn(orch.clone().run_health_monitor());
     tokio::spawn(orch.clone().run_supervisor());

@@ -610,3 +610,68 @@ async fn paused_owner_cannot_commit_after_its_lease_expired() {
     };
     assert_eq!(writable, 1, "exactly one writable server");
 }
+
+/// A node cut off from the store (the one etcd member it knows is gone) stops forwarding
+/// writes through its read-write listener once its view is older than the lease TTL, with
+/// a PostgreSQL error naming the reason; a node that still reaches the quorum forwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_store_refuses_writes() {
+    let mut c = Cluster::new(3, vec![]).await;
+    let eps = c.etcd.all_endpoints();
+    let only_first = format!("etcd://{}", eps[0]);
+    let the_others = format!("etcd://{},{}", eps[1], eps[2]);
+    let n1 = c.node(1, &[("FOGD_STORE", only_first)]).await;
+    let n2 = c.node(2, &[("FOGD_STORE", the_others)]).await;
+    let parts =
+        common::group::create_group(&n2, "fog-cut", json!({"failoverPolicy": "Manual"})).await;
+    let (_, port) = endpoint(&parts.view, &["properties", "listeners", "readWrite"]);
+    let write = |host: &'static str, id: i64| async move {
+        let c = pg(
+            host,
+            port,
+            "fogadmin",
+            PASSWORD,
+            "app",
+            Duration::from_secs(3),
+        )
+        .await?;
+        c.execute("INSERT INTO t VALUES ($1)", &[&id]).await
+    };
+    // Both nodes' listeners forward to the primary (node 1's once it bound them).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = write("127.0.0.11", 1).await {
+        assert!(
+            Instant::now() < deadline,
+            "node 1's listener: {e}\n{}",
+            n1.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    write("127.0.0.12", 2).await.expect("node 2's listener");
+
+    c.etcd.stop_member(0);
+    let cut = Instant::now();
+    let refusal = loop {
+        match write("127.0.0.11", 3).await {
+            Err(e) if format!("{e:?}").contains("older than its lease TTL") => break e,
+            _ => {}
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(TTL + 10),
+            "node 1 still forwards writes\n{}",
+            n1.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!(
+        "node 1 refused writes {:.2} s after losing the store: {refusal:?}",
+        cut.elapsed().as_secs_f64()
+    );
+    assert!(
+        n1.log().contains("read-write listeners refuse writes"),
+        "{}",
+        n1.log()
+    );
+    // Node 2 still reaches a quorum and forwards.
+    write("127.0.0.12", 4).await.expect("node 2 still forwards");
+}
