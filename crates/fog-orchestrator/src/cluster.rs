@@ -273,6 +273,25 @@ impl Node {
     }
 }
 
+/// What `GET /cluster` answers (`fogctl cluster status`): the answering node, every node
+/// record with its lease, every ownership key and the store's members with their health.
+pub async fn status(
+    store: &dyn Store,
+    this: Option<&Node>,
+) -> Result<serde_json::Value, StoreError> {
+    let (nodes, owners) = snapshot(store).await?;
+    let members = store.members().await?;
+    Ok(serde_json::json!({
+        "node": this.map(|n| n.name()),
+        "nodes": nodes,
+        "owners": owners
+            .into_iter()
+            .map(|(key, o)| serde_json::json!({"key": key, "node": o.node, "lease": o.lease, "since": o.since.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()}))
+            .collect::<Vec<_>>(),
+        "members": members,
+    }))
+}
+
 /// Reads every node record and ownership key (for `fogctl cluster status`).
 pub async fn snapshot(
     store: &dyn Store,

@@ -654,6 +654,40 @@ impl Store for EtcdStore {
             Err(e) => Err(etcd_err("lease revoke", e)),
         }
     }
+
+    /// Every member etcd lists, each asked for its status on its own client URL (bounded
+    /// by 3 s): a member that does not answer is listed unhealthy with the reason.
+    async fn members(&self) -> Result<Vec<crate::StoreMember>, StoreError> {
+        let list = self
+            .call("member list", |mut c| async move { c.member_list().await })
+            .await?
+            .map_err(|e| etcd_err("member list", e))?;
+        let mut out = Vec::new();
+        for m in list.members() {
+            let endpoint = m.client_urls().first().cloned().unwrap_or_default();
+            let status = async {
+                let options = ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_secs(1))
+                    .with_timeout(Duration::from_secs(2));
+                let mut c = Client::connect([endpoint.clone()], Some(options)).await?;
+                c.status().await
+            };
+            let (healthy, leader, error) =
+                match tokio::time::timeout(Duration::from_secs(3), status).await {
+                    Ok(Ok(st)) => (true, st.leader() == m.id(), None),
+                    Ok(Err(e)) => (false, false, Some(e.to_string())),
+                    Err(_) => (false, false, Some("no answer within 3 s".to_string())),
+                };
+            out.push(crate::StoreMember {
+                name: m.name().to_string(),
+                endpoint,
+                healthy,
+                leader,
+                error,
+            });
+        }
+        Ok(out)
+    }
 }
 
 impl EtcdStore {
