@@ -11,6 +11,7 @@
 #                          ca.pem, tls/, admin-token, subscription-id, keys/, instances/
 #   n{1,2,3}/              each node's data directory (client.toml, api-url, fogd.lock)
 #   n{1,2,3}.log           each node's log
+#   client.toml            for fogctl (FOGCTL_CONFIG): every node's endpoint, the CA, the token
 # Node i serves the API on 127.0.0.1:84{4+i}3 (8453, 8463, 8473) and its listeners on
 # 127.0.0.1{i} (127.0.0.11, 127.0.0.12, 127.0.0.13), the same ports on every node.
 set -euo pipefail
@@ -86,7 +87,15 @@ up() {
         [ -s "$ROOT/n$i/api-url" ] || { echo "node n$i did not start; see $ROOT/n$i.log" >&2; exit 1; }
         echo "node n$i: $(cat "$ROOT/n$i/api-url") (listeners on 127.0.0.1$i)"
     done
-    echo "fogctl: FOGD_DATA_DIR=$ROOT/n1 fogctl …   (any node's data directory works)"
+    # One client config naming every node: fogctl uses the first that answers.
+    {
+        echo "# Written by scripts/cluster.sh: every node of the cluster, tried in order."
+        printf 'endpoints = ["%s", "%s", "%s"]\n' "$(cat "$ROOT/n1/api-url")" "$(cat "$ROOT/n2/api-url")" "$(cat "$ROOT/n3/api-url")"
+        echo "ca_file = \"$ROOT/shared/ca.pem\""
+        echo "token_file = \"$ROOT/shared/admin-token\""
+        echo "subscription_id = \"$(cat "$ROOT/shared/subscription-id")\""
+    } >"$ROOT/client.toml"
+    echo "fogctl: export FOGCTL_CONFIG=$ROOT/client.toml   (every node, first that answers)"
 }
 
 status() {
