@@ -218,7 +218,7 @@ mod tests {
         assert_eq!(s.token, "new");
         assert_eq!(s.subscription.as_deref(), Some("new-sub"));
         assert_eq!(s.ca, Some(d.path().join("my-ca.pem")));
-        o.endpoint = Some("https://flag:3".into());
+        o.endpoint = vec!["https://flag:3".into()];
         o.token = Some("flag".into());
         o.subscription = Some("flag-sub".into());
         let s = Settings::resolve(&o).expect("resolve");
@@ -227,6 +227,30 @@ mod tests {
             ("https://flag:3", "flag")
         );
         assert_eq!(s.subscription.as_deref(), Some("flag-sub"));
+    }
+
+    #[test]
+    fn several_endpoints_keep_their_order_without_duplicates() {
+        let d = tempfile::tempdir().expect("tempdir");
+        write(d.path(), "admin-token", "tok\n");
+        write(
+            d.path(),
+            "client.toml",
+            "endpoint = \"https://a:1/\"\nendpoints = [\"https://b:2\", \"https://a:1\", \"https://c:3\"]\n",
+        );
+        let mut o = Overrides {
+            data_dir: d.path().into(),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&o).expect("resolve");
+        assert_eq!(s.endpoint, "https://a:1");
+        assert_eq!(s.endpoints, ["https://a:1", "https://b:2", "https://c:3"]);
+        // Flags replace the file's list.
+        o.endpoint = vec!["https://x:9".into(), "https://y:8".into()];
+        let s = Settings::resolve(&o).expect("resolve");
+        assert_eq!(s.endpoints, ["https://x:9", "https://y:8"]);
+        o.endpoint = vec!["https://x:9".into(), "ftp://y".into()];
+        assert!(Settings::resolve(&o).is_err());
     }
 
     #[test]

@@ -73,6 +73,7 @@ impl Cluster {
         Fogd::start_node(self.root.path().join(format!("n{i}")), &self.dir(), &env).await
     }
 
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
     async fn relaunch(&self, f: &mut Fogd, i: usize, more: &[(&'static str, String)]) {
         let env = self.env(i, more);
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -196,6 +197,7 @@ async fn until(
 
 /// A writer through a read-write listener recording acknowledged ids, and a monitor that
 /// counts moments with two writable servers.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 struct Workload {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<i64>>>,
@@ -203,6 +205,7 @@ struct Workload {
     monitor: tokio::task::JoinHandle<(u64, u64)>,
 }
 
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 impl Workload {
     fn start(rw: (String, u64), servers: [(String, u64); 2]) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
@@ -298,6 +301,7 @@ impl Workload {
 }
 
 /// Ids in `t` on the server of instance `v`.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 async fn ids(v: &Value) -> BTreeSet<i64> {
     let c = admin_at(v, &["properties", "postgresEndpoint"], "app")
         .await
@@ -440,7 +444,7 @@ async fn killed_monitor_node_under_automatic_policy_still_fails_over() {
         ],
     )
     .await;
-    let mut nodes = vec![c.node(1, &[]).await, c.node(2, &[]).await];
+    let mut nodes = [c.node(1, &[]).await, c.node(2, &[]).await];
     let store = c.store().await;
     let parts = common::group::create_group(
         &nodes[0],
