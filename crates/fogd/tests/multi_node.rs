@@ -679,3 +679,152 @@ async fn a_node_cut_off_from_the_store_refuses_writes() {
     // Node 2 still reaches a quorum and forwards.
     write("127.0.0.12", 4).await.expect("node 2 still forwards");
 }
+
+/// kill -9 of the node that owns a group creation when it reaches seeding: another node
+/// finishes the creation (the secondary seeded and streaming).
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_owner_of_a_group_creation_is_replaced_at_seeding() {
+    let c = Cluster::new(1, vec![]).await;
+    let n2 = c.node(2, &[]).await;
+    let create = fog_model::Action::CreateFailoverGroup {
+        name: "fog-seed".into(),
+    };
+    let seed = fog_orchestrator::steps::step_names(&create)
+        .iter()
+        .find(|s| s.ends_with(".seed"))
+        .expect("a seeding step");
+    let mut n1 = c
+        .node(1, &[("FOGD_FAILPOINTS", format!("{seed}=crash"))])
+        .await;
+    let a = n2.create_instance("rg-east", "seed-a", "eastus").await;
+    let b = n2.create_partner("rg-west", "seed-b", "westus", &a).await;
+    let at_a = format!(
+        "{}/locations/eastus/instanceFailoverGroups/fog-seed?{API}",
+        n2.rg_path("rg-east")
+    );
+    let body = Fogd::group_body(&a, &b, "westus", json!({}));
+    let r = n1.send(Method::PUT, &at_a, Some(&body)).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let status_url = r.header("azure-asyncoperation").expect("status url");
+    assert!(
+        !n1.wait_exit(Duration::from_secs(60)).await.success(),
+        "crashed at {seed}"
+    );
+    let crashed = Instant::now();
+    let done = n2.poll(&status_url, Duration::from_secs(90)).await;
+    assert_eq!(done["status"], "Succeeded", "{done}\n{}", n2.log());
+    eprintln!(
+        "group creation finished by node 2 {:.2} s after node 1 died at {seed}",
+        crashed.elapsed().as_secs_f64()
+    );
+    assert!(n2.log().contains("took the operation over"), "{}", n2.log());
+    let view = until(
+        &n2,
+        &at_a,
+        "a streaming secondary",
+        Duration::from_secs(60),
+        |g| {
+            g["properties"]["replicationState"] == "CATCH_UP"
+                && g["properties"]["health"]["secondary"]["status"] == "Healthy"
+        },
+    )
+    .await;
+    assert_eq!(view["properties"]["replicationRole"], "Primary");
+}
+
+/// 30 concurrent failovers of one group spread over three nodes: exactly one is accepted,
+/// every other gets the catalogue's busy code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_conflicting_failovers_over_three_nodes_one_wins() {
+    let c = Cluster::new(1, vec![]).await;
+    let nodes = [
+        c.node(1, &[]).await,
+        c.node(2, &[]).await,
+        c.node(3, &[]).await,
+    ];
+    let parts =
+        common::group::create_group(&nodes[0], "fog-race", json!({"failoverPolicy": "Manual"}))
+            .await;
+    until(
+        &nodes[1],
+        &parts.at_a,
+        "a streaming secondary",
+        Duration::from_secs(60),
+        |g| {
+            g["properties"]["replicationState"] == "CATCH_UP"
+                && g["properties"]["health"]["secondary"]["status"] == "Healthy"
+        },
+    )
+    .await;
+    let url = parts
+        .at_b
+        .replace(&format!("?{API}"), &format!("/failover?{API}"));
+    let replies =
+        futures::future::join_all((0..30).map(|i| nodes[i % 3].send(Method::POST, &url, None)))
+            .await;
+    let accepted: Vec<&Reply> = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::ACCEPTED)
+        .collect();
+    assert_eq!(accepted.len(), 1, "exactly one failover accepted");
+    for r in replies.iter().filter(|r| r.status != StatusCode::ACCEPTED) {
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+        assert_eq!(r.code(), "InstanceFailoverGroupBusy", "{}", r.body);
+    }
+    let done = nodes[2].wait_operation(accepted[0]).await;
+    assert_eq!(done["status"], "Succeeded", "{done}");
+}
+
+/// An etcd member stops during a failover (a follower, then, in a second failover, the
+/// leader; five members keep a quorum through both): each failover still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_completes_when_an_etcd_member_and_then_the_leader_stop() {
+    let mut c = Cluster::new(5, vec![]).await;
+    let n1 = c.node(1, &[]).await;
+    let n2 = c.node(2, &[]).await;
+    let parts =
+        common::group::create_group(&n1, "fog-etcd", json!({"failoverPolicy": "Manual"})).await;
+    let store = c.store().await;
+    for (round, (target, kill_leader)) in [(&parts.at_b, false), (&parts.at_a, true)]
+        .into_iter()
+        .enumerate()
+    {
+        until(
+            &n2,
+            &parts.at_a,
+            "a streaming secondary",
+            Duration::from_secs(60),
+            |g| {
+                g["properties"]["replicationState"] == "CATCH_UP"
+                    && g["properties"]["health"]["secondary"]["status"] == "Healthy"
+            },
+        )
+        .await;
+        let members = store.members().await.expect("members");
+        let victim = members
+            .iter()
+            .find(|m| m.healthy && m.leader == kill_leader)
+            .expect("a member to stop");
+        let index: usize = victim.name.trim_start_matches('m').parse().expect("index");
+        let url = target.replace(&format!("?{API}"), &format!("/failover?{API}"));
+        let r = n1.send(Method::POST, &url, None).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        c.etcd.stop_member(index);
+        let done = n2
+            .poll(
+                &r.header("azure-asyncoperation").expect("status url"),
+                Duration::from_secs(90),
+            )
+            .await;
+        assert_eq!(
+            done["status"],
+            "Succeeded",
+            "round {round} (stopped {}, leader: {kill_leader}): {done}\n{}",
+            victim.name,
+            n1.log()
+        );
+        let view = n2.send(Method::GET, target, None).await.body;
+        assert_eq!(view["properties"]["replicationRole"], "Primary", "{view:#}");
+    }
+}
