@@ -47,6 +47,11 @@ pub struct ApiConfig {
     pub metrics: Option<MetricsRender>,
 }
 
+fn fog_orchestrator_store_err(e: fog_store::StoreError) -> ArmError {
+    tracing::error!(error = %e, "store failure");
+    ArmError::internal("the metadata store failed")
+}
+
 /// Renders the process's metrics in Prometheus text format.
 #[derive(Clone)]
 pub struct MetricsRender(pub Arc<dyn Fn() -> String + Send + Sync>);
@@ -277,6 +282,16 @@ async fn handle(
             )
                 .into_response());
         }
+    }
+    if uri.path() == "/cluster" && *method == Method::GET {
+        // fogd's own (not ARM): the nodes sharing the store, what each owns, and the
+        // store's members (`fogctl cluster status`).
+        let orch = &api.orch;
+        let status =
+            fog_orchestrator::cluster::status(orch.store().as_ref(), orch.node().map(|n| &**n))
+                .await
+                .map_err(fog_orchestrator_store_err)?;
+        return Ok((StatusCode::OK, axum::Json(status)).into_response());
     }
     let route = route::parse(uri.path())?;
     let api_version = query_param(uri, "api-version");

@@ -124,6 +124,10 @@ pub struct HealthProbe {
 pub struct ServerSpec {
     /// Internal id of the instance (stable, unique).
     pub uid: String,
+    /// The region (the instance's location) whose agent must run every command for this
+    /// server. Today one process's [`LocalAgent`] runs every region's servers; a node that
+    /// only runs its own region's agent routes on this.
+    pub region: String,
     /// Directory that holds the server's data directory, log and fence file.
     pub dir: PathBuf,
     pub host: String,
@@ -136,6 +140,7 @@ impl std::fmt::Debug for ServerSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerSpec")
             .field("uid", &self.uid)
+            .field("region", &self.region)
             .field("dir", &self.dir)
             .field("host", &self.host)
             .field("port", &self.port)
@@ -218,6 +223,11 @@ pub trait InstanceAgent: Send + Sync + 'static {
     ) -> Result<(), EngineError>;
     /// Starts the server if it is not running and waits until it accepts connections.
     async fn ensure_running(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError>;
+    /// Admits `gen` into the server's fence and changes nothing else: from now on commands
+    /// under older generations are refused. A node that takes an operation over from a
+    /// dead one does this before commanding the server (a server with no directory yet has
+    /// nothing to fence).
+    async fn fence(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError>;
     /// Stops the server cleanly if it runs.
     async fn stop(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError>;
     /// Stops the server and removes all its files.
@@ -398,6 +408,7 @@ mod tests {
     fn debug_output_hides_passwords() {
         let spec = ServerSpec {
             uid: "u".into(),
+            region: "eastus".into(),
             dir: "/d".into(),
             host: "h".into(),
             port: 1,

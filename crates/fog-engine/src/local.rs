@@ -1380,6 +1380,11 @@ impl InstanceAgent for LocalAgent {
         self.wait_ready(spec).await
     }
 
+    async fn fence(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
+        let _held = self.hold(spec, gen).await?;
+        Ok(())
+    }
+
     async fn stop(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
         let _held = self.hold(spec, gen).await?;
         self.stop_held(spec, gen).await

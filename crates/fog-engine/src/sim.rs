@@ -672,6 +672,10 @@ impl InstanceAgent for SimAgent {
         .await
     }
 
+    async fn fence(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
+        self.call("fence", &spec.uid, Some(gen), |_| Ok(())).await
+    }
+
     async fn stop(&self, spec: &ServerSpec, gen: Generation) -> Result<(), EngineError> {
         self.call("stop", &spec.uid, Some(gen), |w| {
             w.stop_clean(&spec.uid);
@@ -1156,6 +1160,7 @@ mod tests {
     fn spec(uid: &str, port: u16) -> ServerSpec {
         ServerSpec {
             uid: uid.into(),
+            region: "eastus".into(),
             dir: format!("/sim/{uid}").into(),
             host: "127.0.0.1".into(),
             port,

@@ -19,6 +19,7 @@ async fn server_lifecycle_logins_databases_and_fencing() {
     agent.prepare_root(&servers).expect("prepare");
     let spec = ServerSpec {
         uid: "t1".into(),
+        region: "eastus".into(),
         dir: servers.join("t1"),
         host: "127.0.0.1".into(),
         port: free_port(),
@@ -204,6 +205,7 @@ async fn connect(
 fn spec(root: &std::path::Path, uid: &str) -> ServerSpec {
     ServerSpec {
         uid: uid.into(),
+        region: "eastus".into(),
         dir: root.join(uid),
         host: "127.0.0.1".into(),
         port: free_port(),

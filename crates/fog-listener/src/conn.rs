@@ -116,9 +116,8 @@ async fn proxy(
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY on upstream socket");
     }
     let (client, upstream) = match &shared.kernel {
-        Some(fwd) => {
-            match crate::kernel::forward(fwd, shared, client, upstream, state, epoch, peer, target)
-                .await
+        Some(_) => {
+            match crate::kernel::forward(shared, client, upstream, state, epoch, peer, target).await
             {
                 Ok(()) => return,
                 Err(refused) => {

@@ -173,8 +173,8 @@ pub(crate) struct Refused {
 }
 
 /// Forward the session in the kernel until it ends or is fenced.
+/// (`shared.kernel` must be set: without it the sockets come back refused.)
 pub(crate) async fn forward(
-    fwd: &Forwarder,
     shared: &Shared,
     client: TcpStream,
     upstream: TcpStream,
@@ -183,6 +183,13 @@ pub(crate) async fn forward(
     peer: SocketAddr,
     target: SocketAddr,
 ) -> Result<(), Refused> {
+    let Some(fwd) = shared.kernel.as_ref() else {
+        return Err(Refused {
+            client,
+            upstream,
+            reason: "the kernel data path is not in use".into(),
+        });
+    };
     let cookies = match (
         rustix::net::sockopt::socket_cookie(&client),
         rustix::net::sockopt::socket_cookie(&upstream),

@@ -2,9 +2,11 @@
 //!
 //! Only with the `failpoints` cargo feature: the environment variable `FOGD_FAILPOINTS`
 //! holds `name=action` pairs separated by `,`; `action` is `crash` (abort the process, like
-//! SIGKILL: no cleanup runs) or `pause` (the step never continues). Names are
-//! `{operation step name}` reached after the step before it was persisted, for example
-//! `create_instance.start`. Without the feature, [`hit`] compiles to nothing.
+//! SIGKILL: no cleanup runs), `pause` (the step never continues) or `sleep` (the runner
+//! waits 2 s, then goes on: time for a test to SIGSTOP the process mid-operation). Names
+//! are `{operation step name}` reached after the step before it was persisted, for example
+//! `create_instance.start`, and `{step}:after`, reached after the step ran and before its
+//! completion is committed. Without the feature, [`hit`] compiles to nothing.
 //!
 //! In-process tests use a [`StepHook`] instead (see [`crate::Orchestrator::with_step_hook`]).
 
@@ -25,6 +27,11 @@ pub async fn hit(name: &str) {
                     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                     eprintln!("failpoint {name}: crashing");
                     std::process::abort();
+                }
+                Some((n, "sleep")) if n == name => {
+                    eprintln!("failpoint {name}: sleeping");
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    eprintln!("failpoint {name}: woke up");
                 }
                 Some((n, "pause")) if n == name => {
                     eprintln!("failpoint {name}: pausing");

@@ -21,6 +21,7 @@
 //! injection for tests).
 
 pub mod catalog;
+pub mod cluster;
 pub mod engine;
 pub mod failpoint;
 pub mod health;
@@ -123,6 +124,11 @@ pub struct Orchestrator {
     pub(crate) registry: engine::Registry,
     /// Set once fogd stops its servers: the supervisor starts none any more.
     pub(crate) stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// This process as a node of a cluster sharing the store (`None`: the one-process
+    /// default, which owns everything locally). See [`cluster`].
+    pub(crate) node: Option<Arc<cluster::Node>>,
+    /// Whether this node ran the cluster-wide duties at its last look (for logging).
+    pub(crate) leading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub(crate) fn store_err(e: StoreError) -> ArmError {
@@ -152,6 +158,54 @@ impl Orchestrator {
             hook: None,
             registry: ops::registry,
             stopping: Arc::default(),
+            node: None,
+            leading: Arc::default(),
+        }
+    }
+
+    /// The same orchestrator as one node of a cluster: operations are driven only while
+    /// this node owns them, and the health monitor, the supervisor and the sweep's
+    /// releases run only on the node that owns [`cluster::MONITOR_KEY`].
+    pub fn with_node(mut self, node: Arc<cluster::Node>) -> Self {
+        self.node = Some(node);
+        self
+    }
+
+    /// This process's node, on a cluster.
+    pub fn node(&self) -> Option<&Arc<cluster::Node>> {
+        self.node.as_ref()
+    }
+
+    /// Whether this process runs the cluster-wide duties now (the health monitor, the
+    /// supervisor, the sweep's releases): always without a cluster; on a cluster only while
+    /// it holds [`cluster::MONITOR_KEY`] (claimed here when it is free).
+    pub async fn leads(&self) -> bool {
+        let Some(node) = &self.node else {
+            return true;
+        };
+        match node.hold_or_claim(cluster::MONITOR_KEY).await {
+            Ok(Some(_)) => {
+                if !self.leading.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    tracing::warn!(node = node.name(), "this node now runs the health monitor, the automatic-failover decisions and the supervisor");
+                }
+                true
+            }
+            Ok(None) => {
+                if self
+                    .leading
+                    .swap(false, std::sync::atomic::Ordering::SeqCst)
+                {
+                    tracing::warn!(
+                        node = node.name(),
+                        "another node runs the health monitor now"
+                    );
+                }
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell which node runs the health monitor");
+                false
+            }
         }
     }
 
@@ -178,6 +232,7 @@ impl Orchestrator {
             .ok_or_else(|| ArmError::internal("the instance's credentials are missing"))?;
         Ok(ServerSpec {
             uid: rec.uid.clone(),
+            region: rec.location.clone(),
             dir: self.config.servers_dir.join(&rec.uid),
             host: rec.endpoint.host.clone(),
             port: rec.endpoint.port,
@@ -199,14 +254,18 @@ impl Orchestrator {
         for (_, op) in ops {
             if !op.value.status.is_terminal() {
                 tracing::info!(operation = %op.value.id, step = %op.value.step, "resuming operation");
-                self.spawn(op.value.id.clone());
+                self.resume(op.value.id.clone());
                 resumed += 1;
             }
         }
         // Servers that should run are started in the background, each on its own: a server
         // that cannot start delays nothing else (the API, the listeners, other groups).
         let o = self.clone();
-        tokio::spawn(async move { o.supervise(true).await });
+        tokio::spawn(async move {
+            if o.leads().await {
+                o.supervise(true).await
+            }
+        });
         Ok(resumed)
     }
 

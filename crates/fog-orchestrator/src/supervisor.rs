@@ -231,7 +231,9 @@ impl Orchestrator {
     /// Runs [`Orchestrator::supervise`] forever, every probe interval.
     pub async fn run_supervisor(self) {
         loop {
-            self.supervise(false).await;
+            if self.leads().await {
+                self.supervise(false).await;
+            }
             tokio::time::sleep(self.config.probe_interval).await;
         }
     }

@@ -1564,6 +1564,7 @@ async fn every_step_of_every_operation_crashes_and_fails_cleanly() {
 fn spec_of(s: &SimServer) -> ServerSpec {
     ServerSpec {
         uid: s.uid.clone(),
+        region: "eastus".into(),
         dir: format!("/sim/instances/{}", s.uid).into(),
         host: "127.0.0.1".into(),
         port: s.port,

@@ -106,6 +106,9 @@ impl EtcdStore {
     pub const PAGE: i64 = 1000;
     /// The longest one request may take.
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+    /// etcd's default `--max-txn-ops`: the most compares, and the most operations, one
+    /// transaction may carry. A larger batch is refused here with an error saying so.
+    pub const MAX_TXN_OPS: usize = 128;
 
     /// Parses `etcd://HOST:PORT[,HOST:PORT…]` (also `http://…` endpoints) into endpoint URLs.
     pub fn parse_url(url: &str) -> Result<Vec<String>, String> {
@@ -485,6 +488,14 @@ impl Store for EtcdStore {
                 WriteOp::Check => {}
             }
         }
+        if compares.len() > Self::MAX_TXN_OPS || ops.len() > Self::MAX_TXN_OPS {
+            return Err(StoreError::Backend(format!(
+                "a batch of {} compares and {} writes exceeds etcd's {} operations per transaction",
+                compares.len(),
+                ops.len(),
+                Self::MAX_TXN_OPS
+            )));
+        }
         let txn = Txn::new().when(compares).and_then(ops).or_else(reads);
         let resp = match self
             .call("commit", |mut c| {
@@ -642,6 +653,40 @@ impl Store for EtcdStore {
             Err(e) if is_lease_not_found(&e) => Err(StoreError::LeaseNotFound(lease)),
             Err(e) => Err(etcd_err("lease revoke", e)),
         }
+    }
+
+    /// Every member etcd lists, each asked for its status on its own client URL (bounded
+    /// by 3 s): a member that does not answer is listed unhealthy with the reason.
+    async fn members(&self) -> Result<Vec<crate::StoreMember>, StoreError> {
+        let list = self
+            .call("member list", |mut c| async move { c.member_list().await })
+            .await?
+            .map_err(|e| etcd_err("member list", e))?;
+        let mut out = Vec::new();
+        for m in list.members() {
+            let endpoint = m.client_urls().first().cloned().unwrap_or_default();
+            let status = async {
+                let options = ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_secs(1))
+                    .with_timeout(Duration::from_secs(2));
+                let mut c = Client::connect([endpoint.clone()], Some(options)).await?;
+                c.status().await
+            };
+            let (healthy, leader, error) =
+                match tokio::time::timeout(Duration::from_secs(3), status).await {
+                    Ok(Ok(st)) => (true, st.leader() == m.id(), None),
+                    Ok(Err(e)) => (false, false, Some(e.to_string())),
+                    Err(_) => (false, false, Some("no answer within 3 s".to_string())),
+                };
+            out.push(crate::StoreMember {
+                name: m.name().to_string(),
+                endpoint,
+                healthy,
+                leader,
+                error,
+            });
+        }
+        Ok(out)
     }
 }
 

@@ -52,6 +52,21 @@ impl std::fmt::Display for LeaseId {
     }
 }
 
+/// One member of a replicated store (an etcd member), as [`Store::members`] saw it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreMember {
+    pub name: String,
+    /// Its client URL.
+    pub endpoint: String,
+    /// It answered a status request.
+    pub healthy: bool,
+    /// It is the raft leader.
+    pub leader: bool,
+    /// Why it is not healthy.
+    pub error: Option<String>,
+}
+
 /// One stored key with its value and the revision that last wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -231,6 +246,12 @@ pub trait Store: Send + Sync + 'static {
     async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
         let _ = lease;
         Err(unsupported("leases"))
+    }
+
+    /// The members of a replicated store and their health (the one-process stores have
+    /// none: an empty list).
+    async fn members(&self) -> Result<Vec<StoreMember>, StoreError> {
+        Ok(Vec::new())
     }
 
     /// Ends `lease` now: every key bound to it is deleted in one revision, and watchers

@@ -180,3 +180,25 @@ async fn leader_index(c: &EtcdCluster) -> usize {
     }
     panic!("no leader")
 }
+
+/// The biggest batch etcd takes is 128 operations (its default `--max-txn-ops`): one that
+/// size commits, a larger one is refused with an error saying why, and nothing of it lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_up_to_etcds_transaction_limit_commit_and_larger_ones_are_refused() {
+    let c = cluster(1).await;
+    let s = store(&c, EtcdStore::DEFAULT_PREFIX).await;
+    let batch = |n: usize, tag: &str| -> Vec<Write> {
+        (0..n)
+            .map(|i| Write::put(format!("{tag}/{i:03}"), b"v".to_vec(), Precondition::Absent))
+            .collect()
+    };
+    s.commit(batch(EtcdStore::MAX_TXN_OPS, "fits"))
+        .await
+        .expect("128 operations commit");
+    assert_eq!(s.range("fits/").await.expect("range").len(), 128);
+    match s.commit(batch(EtcdStore::MAX_TXN_OPS + 1, "big")).await {
+        Err(StoreError::Backend(m)) => assert!(m.contains("128"), "{m}"),
+        other => panic!("expected a refusal naming the limit, got {other:?}"),
+    }
+    assert!(s.range("big/").await.expect("range").is_empty());
+}

@@ -135,10 +135,13 @@ pub struct Lro {
     pub observe_group: Option<String>,
 }
 
-/// The HTTPS client, bound to one fogd.
+/// The HTTPS client, bound to one fogd (or to the nodes of a cluster: the first endpoint
+/// that answers is used, and kept while it answers).
 pub struct Client {
     http: reqwest::Client,
     pub settings: Settings,
+    /// Index into `settings.endpoints` of the endpoint that answered last.
+    current: std::sync::atomic::AtomicUsize,
 }
 
 impl Client {
@@ -155,7 +158,57 @@ impl Client {
             builder = builder.tls_certs_only([cert]);
         }
         let http = builder.build().context("build the HTTPS client")?;
-        Ok(Client { http, settings })
+        Ok(Client {
+            http,
+            settings,
+            current: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// The endpoint in use now.
+    pub fn endpoint(&self) -> &str {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        self.settings
+            .endpoints
+            .get(i)
+            .map_or(self.settings.endpoint.as_str(), String::as_str)
+    }
+
+    /// The URLs to try for `path`, the endpoint in use first: a relative path on each
+    /// endpoint; an absolute URL (a polling URL naming one node) as given, then with its
+    /// origin replaced by each other endpoint (any node answers any request).
+    fn candidates(&self, path: &str) -> Vec<(usize, String)> {
+        let n = self.settings.endpoints.len().max(1);
+        let start = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        let order = (0..n).map(|k| (start + k) % n);
+        if path.starts_with("https://") || path.starts_with("http://") {
+            let rest = path
+                .find("://")
+                .and_then(|i| path[i + 3..].find('/').map(|j| &path[i + 3 + j..]))
+                .unwrap_or("");
+            let mut out = vec![(start, path.to_string())];
+            for i in order {
+                let Some(e) = self.settings.endpoints.get(i) else {
+                    continue;
+                };
+                let url = format!("{e}{rest}");
+                if url != path {
+                    out.push((i, url));
+                }
+            }
+            out
+        } else {
+            order
+                .map(|i| {
+                    let e = self
+                        .settings
+                        .endpoints
+                        .get(i)
+                        .map_or(self.settings.endpoint.as_str(), String::as_str);
+                    (i, format!("{e}{path}"))
+                })
+                .collect()
+        }
     }
 
     /// `/subscriptions/{sub}` of the configured subscription.
@@ -166,31 +219,39 @@ impl Client {
         ))
     }
 
-    /// An absolute URL for a path; absolute URLs (polling URLs) are used as given.
-    fn url(&self, path: &str) -> String {
-        if path.starts_with("https://") || path.starts_with("http://") {
-            path.to_string()
-        } else {
-            format!("{}{}", self.settings.endpoint, path)
-        }
-    }
-
-    /// Sends one request; only transport failures are errors.
+    /// Sends one request; only transport failures are errors. With several endpoints, one
+    /// that cannot be connected to (the request never left) is skipped for the next.
     pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply> {
-        let url = self.url(path);
-        let mut req = self
-            .http
-            .request(method.clone(), &url)
-            .bearer_auth(&self.settings.token);
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
+        let candidates = self.candidates(path);
+        let last = candidates.len().saturating_sub(1);
+        let mut sent = None;
+        for (k, (index, url)) in candidates.into_iter().enumerate() {
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(&self.settings.token);
+            if let Some(b) = body {
+                req = req
+                    .header("content-type", "application/json")
+                    .body(b.to_string());
+            }
+            match req.send().await {
+                Ok(resp) => {
+                    self.current
+                        .store(index, std::sync::atomic::Ordering::Relaxed);
+                    sent = Some((url, resp));
+                    break;
+                }
+                Err(e) if e.is_connect() && k < last => continue,
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("{method} {url}: could not reach fogd")))
+                }
+            }
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("{method} {url}: could not reach fogd"))?;
+        let Some((url, resp)) = sent else {
+            anyhow::bail!("{method} {path}: no fogd endpoint configured");
+        };
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp

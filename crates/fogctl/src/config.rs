@@ -6,8 +6,12 @@
 //! 2. the environment (`FOGCTL_ENDPOINT`, `FOGCTL_CA`, `FOGCTL_TOKEN`, `FOGCTL_SUBSCRIPTION`)
 //!    — clap merges 1 and 2;
 //! 3. the client config file: `--config` / `FOGCTL_CONFIG`, else `DATA_DIR/client.toml`
-//!    (keys `endpoint`, `ca_file`, `token_file`, `subscription_id`; relative paths are
-//!    relative to the file's directory);
+//!    (keys `endpoint` or `endpoints`, `ca_file`, `token_file`, `subscription_id`; relative
+//!    paths are relative to the file's directory);
+//!
+//! Several endpoints (`--endpoint` repeated or comma-separated, `endpoints = [...]` in the
+//! file, each node of a cluster) are tried in order: the client uses the first that
+//! answers.
 //! 4. the files fogd writes into its data directory: `api-url`, `ca.pem`, `admin-token`,
 //!    `subscription-id`.
 //!
@@ -22,7 +26,8 @@ use std::path::{Path, PathBuf};
 pub struct Overrides {
     pub data_dir: PathBuf,
     pub config: Option<PathBuf>,
-    pub endpoint: Option<String>,
+    /// Empty: from the config file or the data directory.
+    pub endpoint: Vec<String>,
     pub ca: Option<PathBuf>,
     pub token: Option<String>,
     pub subscription: Option<String>,
@@ -33,6 +38,8 @@ pub struct Overrides {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ClientFile {
     pub endpoint: Option<String>,
+    /// Every node of a cluster, tried in order (after `endpoint`, if both are given).
+    pub endpoints: Option<Vec<String>>,
     pub ca_file: Option<PathBuf>,
     pub token_file: Option<PathBuf>,
     pub subscription_id: Option<String>,
@@ -52,8 +59,11 @@ impl ClientFile {
 /// Resolved connection settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Base URL without a trailing slash, e.g. `https://127.0.0.1:8443`.
+    /// Base URL without a trailing slash, e.g. `https://127.0.0.1:8443`: the first of
+    /// `endpoints`.
     pub endpoint: String,
+    /// Every endpoint to try, in order (at least one).
+    pub endpoints: Vec<String>,
     /// CA to trust; `None` = the platform's roots.
     pub ca: Option<PathBuf>,
     pub token: String,
@@ -96,20 +106,40 @@ impl Settings {
             }
         };
         let dir = &o.data_dir;
-        let endpoint = match o.endpoint.clone().or(file.endpoint) {
-            Some(e) => e,
-            None => read_optional(&dir.join("api-url"))?.with_context(|| {
+        let mut listed: Vec<String> = if o.endpoint.is_empty() {
+            file.endpoint
+                .into_iter()
+                .chain(file.endpoints.unwrap_or_default())
+                .collect()
+        } else {
+            o.endpoint.clone()
+        };
+        if listed.is_empty() {
+            listed.push(read_optional(&dir.join("api-url"))?.with_context(|| {
                 format!(
                     "no fogd endpoint: pass --endpoint, set FOGCTL_ENDPOINT, or point --data-dir \
                      (FOGD_DATA_DIR) at fogd's data directory ({} has neither client.toml nor api-url)",
                     dir.display()
                 )
-            })?,
-        };
-        let endpoint = endpoint.trim().trim_end_matches('/').to_string();
-        if !endpoint.starts_with("https://") && !endpoint.starts_with("http://") {
-            bail!("the endpoint must be an http(s) URL, got {endpoint:?}");
+            })?);
         }
+        let mut endpoints: Vec<String> = Vec::new();
+        for e in listed {
+            let e = e.trim().trim_end_matches('/').to_string();
+            if e.is_empty() {
+                continue;
+            }
+            if !e.starts_with("https://") && !e.starts_with("http://") {
+                bail!("the endpoint must be an http(s) URL, got {e:?}");
+            }
+            if !endpoints.contains(&e) {
+                endpoints.push(e);
+            }
+        }
+        let endpoint = endpoints
+            .first()
+            .cloned()
+            .context("no fogd endpoint: every one given is empty")?;
         let ca = match o.ca.clone().or(file.ca_file) {
             Some(p) => Some(p),
             None => Some(dir.join("ca.pem")).filter(|p| p.exists()),
@@ -125,6 +155,7 @@ impl Settings {
         };
         Ok(Settings {
             endpoint,
+            endpoints,
             ca,
             token: token.trim().to_string(),
             subscription,
@@ -187,7 +218,7 @@ mod tests {
         assert_eq!(s.token, "new");
         assert_eq!(s.subscription.as_deref(), Some("new-sub"));
         assert_eq!(s.ca, Some(d.path().join("my-ca.pem")));
-        o.endpoint = Some("https://flag:3".into());
+        o.endpoint = vec!["https://flag:3".into()];
         o.token = Some("flag".into());
         o.subscription = Some("flag-sub".into());
         let s = Settings::resolve(&o).expect("resolve");
@@ -196,6 +227,30 @@ mod tests {
             ("https://flag:3", "flag")
         );
         assert_eq!(s.subscription.as_deref(), Some("flag-sub"));
+    }
+
+    #[test]
+    fn several_endpoints_keep_their_order_without_duplicates() {
+        let d = tempfile::tempdir().expect("tempdir");
+        write(d.path(), "admin-token", "tok\n");
+        write(
+            d.path(),
+            "client.toml",
+            "endpoint = \"https://a:1/\"\nendpoints = [\"https://b:2\", \"https://a:1\", \"https://c:3\"]\n",
+        );
+        let mut o = Overrides {
+            data_dir: d.path().into(),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&o).expect("resolve");
+        assert_eq!(s.endpoint, "https://a:1");
+        assert_eq!(s.endpoints, ["https://a:1", "https://b:2", "https://c:3"]);
+        // Flags replace the file's list.
+        o.endpoint = vec!["https://x:9".into(), "https://y:8".into()];
+        let s = Settings::resolve(&o).expect("resolve");
+        assert_eq!(s.endpoints, ["https://x:9", "https://y:8"]);
+        o.endpoint = vec!["https://x:9".into(), "ftp://y".into()];
+        assert!(Settings::resolve(&o).is_err());
     }
 
     #[test]

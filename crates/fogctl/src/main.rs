@@ -25,7 +25,8 @@
 //! - [`config`]: resolving endpoint, CA, token and subscription;
 //! - [`client`]: HTTPS requests, ARM errors, long-running-operation polling with progress;
 //! - [`output`]: `json`, `table` and `tsv` rendering;
-//! - [`commands`]: one module per command group (`mi`, `midb`, `group`, `watch`, `rest`).
+//! - [`commands`]: one module per command group (`mi`, `midb`, `group`, `watch`, `rest`,
+//!   `cluster`).
 
 mod client;
 mod commands;
@@ -67,9 +68,10 @@ struct GlobalArgs {
     /// Client config file (default: DATA_DIR/client.toml).
     #[arg(long, env = "FOGCTL_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// API base URL, e.g. https://127.0.0.1:8443.
-    #[arg(long, env = "FOGCTL_ENDPOINT", global = true)]
-    endpoint: Option<String>,
+    /// API base URL, e.g. https://127.0.0.1:8443. Repeat it (or separate URLs with commas)
+    /// to name every node of a cluster: fogctl uses the first that answers.
+    #[arg(long, env = "FOGCTL_ENDPOINT", global = true, value_delimiter = ',')]
+    endpoint: Vec<String>,
     /// CA certificate (PEM) to trust.
     #[arg(long, env = "FOGCTL_CA", global = true)]
     ca: Option<PathBuf>,
@@ -87,6 +89,11 @@ enum Command {
     },
     /// Send one request to the API, like `az rest`; prints the JSON response.
     Rest(commands::rest::RestArgs),
+    /// The fogd nodes sharing one store: `fogctl cluster status`.
+    Cluster {
+        #[command(subcommand)]
+        command: commands::cluster::ClusterCommand,
+    },
 }
 
 /// fogd's default data directory.
@@ -120,6 +127,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = client::Client::new(settings)?;
     match cli.command {
         Command::Rest(args) => commands::rest::run(&client, args).await,
+        Command::Cluster { command } => {
+            commands::cluster::run(&client, command, cli.global.output.unwrap_or(Format::Table))
+                .await
+        }
         Command::Sql { command } => commands::run(&client, *command, cli.global.output).await,
     }
 }

@@ -59,6 +59,24 @@ pub fn lock(dir: &Path) -> Result<Flock<std::fs::File>> {
     }
 }
 
+/// Waits for and takes `DIR/cluster.lock` (an exclusive `flock`): the nodes of one machine
+/// that share a cluster directory create its files (certificates, token, key) one at a
+/// time. Released when the returned value is dropped.
+pub fn lock_shared(dir: &Path) -> Result<Flock<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("cluster.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow::Error::new(e).context(format!("lock {}", path.display())))
+}
+
 /// Sets `path`'s mode.
 pub fn restrict(path: &Path, mode: u32) -> Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))

@@ -197,9 +197,20 @@ async fn serve(settings: Settings) -> Result<()> {
     names.extend(settings.tls_san.iter().cloned());
     names.sort();
     names.dedup();
-    let tls_files = tls::ensure(dir, &names)?;
-    let token = datadir::load_or_create(&dir.join("admin-token"), true, fog_engine::random_secret)?;
-    let subscription = datadir::load_or_create(&dir.join("subscription-id"), false, || {
+    // What every node of a cluster shares: DATA_DIR itself unless cluster_dir says where.
+    let shared = &std::path::absolute(settings.shared_dir())
+        .with_context(|| format!("resolve {}", settings.shared_dir().display()))?;
+    let shared_lock = if shared != dir {
+        std::fs::create_dir_all(shared).with_context(|| format!("create {}", shared.display()))?;
+        datadir::restrict(shared, 0o711)?;
+        Some(datadir::lock_shared(shared)?)
+    } else {
+        None
+    };
+    let tls_files = tls::ensure(shared, &names)?;
+    let token =
+        datadir::load_or_create(&shared.join("admin-token"), true, fog_engine::random_secret)?;
+    let subscription = datadir::load_or_create(&shared.join("subscription-id"), false, || {
         uuid::Uuid::new_v4().to_string()
     })?;
 
@@ -243,6 +254,7 @@ async fn serve(settings: Settings) -> Result<()> {
     let unlocked = fog_orchestrator::secrets::unlock(store.as_ref(), &key_file)
         .await
         .context("unlock the credentials in the store")?;
+    drop(shared_lock);
     // Drops what sealing replaced (and anything deleted) from free pages and the WAL.
     if let Some(sqlite) = &sqlite {
         sqlite.compact().await.context("compact the store")?;
@@ -259,9 +271,9 @@ async fn serve(settings: Settings) -> Result<()> {
         bin_dir: settings.pg_bin_dir.clone(),
         os_user: settings.pg_os_user.clone(),
     })?;
-    let servers_dir = dir.join("instances");
+    let servers_dir = shared.join("instances");
     agent.prepare_root(&servers_dir)?;
-    let orch = Orchestrator::new(
+    let mut orch = Orchestrator::new(
         store,
         Arc::new(agent),
         unlocked.cipher,
@@ -280,6 +292,34 @@ async fn serve(settings: Settings) -> Result<()> {
             ..Default::default()
         },
     );
+    // On etcd this process is one node of a cluster: it registers under its lease before
+    // it resumes (claims) anything. The API URL is the configured or planned one; the
+    // record is written again once the API is bound.
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listen on {}", settings.listen))?;
+    let bound = listener
+        .local_addr()
+        .with_context(|| format!("listen on {}", settings.listen))?;
+    // Polling URLs name what client.toml names: never a request's Host header.
+    let endpoint = client_endpoint(settings.public_url.as_deref(), bound);
+    if matches!(settings.store, StoreSetting::Etcd(_)) {
+        let ttl = settings.lease_ttl;
+        let record = fog_orchestrator::cluster::NodeRecord {
+            name: settings.node_name(),
+            api_url: endpoint.clone(),
+            listener_host: settings.listener_host.clone(),
+            region: String::new(),
+            started_at: time::OffsetDateTime::now_utc(),
+            lease: String::new(),
+            lease_ttl_ms: 0,
+        };
+        let node = fog_orchestrator::cluster::Node::join(orch.store().clone(), record, ttl)
+            .await
+            .context("register this node in the cluster")?;
+        tokio::spawn(node.clone().run_keepalive());
+        orch = orch.with_node(node);
+    }
     let resumed = orch.reconcile().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed unfinished operations");
@@ -292,6 +332,7 @@ async fn serve(settings: Settings) -> Result<()> {
             hold_bound: settings.listener_hold,
             ..Default::default()
         },
+        orch.node().map(|n| n.ttl()),
     ));
     tokio::spawn(orch.clone().run_health_monitor());
     tokio::spawn(orch.clone().run_supervisor());
@@ -303,14 +344,6 @@ async fn serve(settings: Settings) -> Result<()> {
     )
     .await
     .context("load the TLS certificate")?;
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("listen on {}", settings.listen))?;
-    let bound = listener
-        .local_addr()
-        .with_context(|| format!("listen on {}", settings.listen))?;
-    // Polling URLs name what client.toml names: never a request's Host header.
-    let endpoint = client_endpoint(settings.public_url.as_deref(), bound);
     let app = fog_api::router(
         orch.clone(),
         fog_api::ApiConfig {
@@ -367,7 +400,7 @@ async fn serve(settings: Settings) -> Result<()> {
         &datadir::ClientConfig {
             endpoint,
             ca_file: tls_files.ca_cert.clone(),
-            token_file: dir.join("admin-token"),
+            token_file: shared.join("admin-token"),
             subscription_id: subscription.clone(),
         },
     )?;
@@ -375,7 +408,7 @@ async fn serve(settings: Settings) -> Result<()> {
     tracing::info!(
         api = %url,
         ca = %tls_files.ca_cert.display(),
-        token_file = %dir.join("admin-token").display(),
+        token_file = %shared.join("admin-token").display(),
         client_config = %dir.join("client.toml").display(),
         subscription = %subscription,
         "fogd is serving"
@@ -385,7 +418,14 @@ async fn serve(settings: Settings) -> Result<()> {
     tracing::info!("shutting down");
     handle.graceful_shutdown(Some(Duration::from_secs(10)));
     let _ = server.await;
-    if settings.leave_servers_running {
+    if let Some(node) = orch.node() {
+        // The other nodes keep using the servers; this node's lease ends now, so they take
+        // over what it owned at once rather than a TTL later.
+        tracing::info!("one node of a cluster: leaving PostgreSQL servers running");
+        if let Err(e) = orch.store().revoke_lease(node.lease()).await {
+            tracing::warn!(error = %e, "revoking this node's lease");
+        }
+    } else if settings.leave_servers_running {
         tracing::info!("leaving PostgreSQL servers running");
     } else {
         orch.stop_all_servers().await;

@@ -7,6 +7,11 @@
 //! message. A `Standby` secondary is DR-only: its read-only listener always refuses.
 //!
 //! [`plan`] is the pure decision; [`run`] applies it whenever the store changes.
+//!
+//! On a cluster a node whose view of the store is older than its lease TTL (its reads
+//! fail or hang: it is cut off from etcd's quorum) cannot know whether another node moved
+//! the primary: its read-write listeners refuse new sessions and close the open ones, with
+//! a PostgreSQL error naming the reason, until a read succeeds again.
 
 use fog_listener::{Listener, ListenerConfig, Route, Target};
 use fog_model::failover_group::{ObservedGroup, ReadOnlyPolicy, ReplicationState, SecondaryType};
@@ -74,6 +79,8 @@ pub fn plan(
 struct Bound {
     read_write: Listener,
     read_only: Listener,
+    /// The generation of the read-write route last applied.
+    generation: u64,
 }
 
 async fn address(store: &dyn Store, id: &fog_model::ManagedInstanceId) -> Option<SocketAddr> {
@@ -82,14 +89,15 @@ async fn address(store: &dyn Store, id: &fog_model::ManagedInstanceId) -> Option
     tokio::net::lookup_host(host_port).await.ok()?.next()
 }
 
+/// Applies the store's routes; `false` if the store could not be read.
 async fn reconcile(
     store: &dyn Store,
     host: &str,
     config: &ListenerConfig,
     bound: &mut HashMap<String, Bound>,
-) {
+) -> bool {
     let Ok(groups) = catalog::groups(store).await else {
-        return;
+        return false;
     };
     let mut wanted = std::collections::HashSet::new();
     for g in groups {
@@ -103,12 +111,14 @@ async fn reconcile(
         };
         let observed = catalog::observed(store, &g.name).await.ok().flatten();
         let routes = plan(&g, observed.as_ref(), p, s);
-        if let Some(b) = bound.get(&g.name) {
+        if let Some(b) = bound.get_mut(&g.name) {
+            b.generation = routes.read_write.generation;
             b.read_write.set_route(routes.read_write);
             b.read_only.set_route(routes.read_only);
             export_stats(&g.name, b);
             continue;
         }
+        let generation = routes.read_write.generation;
         let bind = |port: u16, route: Route| {
             let config = config.clone();
             async move {
@@ -136,6 +146,7 @@ async fn reconcile(
                     Bound {
                         read_write,
                         read_only,
+                        generation,
                     },
                 );
             }
@@ -157,6 +168,17 @@ async fn reconcile(
             b.read_only.shutdown().await;
         }
     }
+    true
+}
+
+/// The refusal of a node whose view of the store is too old to route writes.
+fn stale_refusal(limit: Duration) -> String {
+    format!(
+        "fogd: this node's view of the metadata store is older than its lease TTL ({} ms): \
+         it cannot tell which server is the primary, so it forwards no writes until it \
+         reaches the store again; connect through another fogd node",
+        limit.as_millis()
+    )
 }
 
 /// Publishes the listeners' counters as Prometheus metrics.
@@ -194,17 +216,57 @@ fn export_stats(group: &str, b: &Bound) {
 }
 
 /// Applies [`plan`] on every relevant store change (and every second, as a backstop).
-pub async fn run(store: Arc<dyn Store>, host: String, config: ListenerConfig) {
+///
+/// `stale_after` (a cluster node's lease TTL): once no read of the store has succeeded for
+/// that long, every read-write listener refuses (see the module documentation).
+pub async fn run(
+    store: Arc<dyn Store>,
+    host: String,
+    config: ListenerConfig,
+    stale_after: Option<Duration>,
+) {
     let mut events = store.watch("");
-    let mut bound = HashMap::new();
+    let mut bound: HashMap<String, Bound> = HashMap::new();
+    let mut fresh_at = tokio::time::Instant::now();
+    let mut stale = false;
+    let tick = stale_after.map_or(Duration::from_secs(1), |l| {
+        (l / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    });
     loop {
-        reconcile(store.as_ref(), &host, &config, &mut bound).await;
+        let read = reconcile(store.as_ref(), &host, &config, &mut bound);
+        let ok = match stale_after {
+            // A read that hangs counts as failed: the staleness check must not wait for it.
+            Some(limit) => tokio::time::timeout(limit / 2, read).await.unwrap_or(false),
+            None => read.await,
+        };
+        if ok {
+            fresh_at = tokio::time::Instant::now();
+            if stale {
+                stale = false;
+                tracing::warn!("the store is reachable again: read-write listeners forward again");
+            }
+        } else if let Some(limit) = stale_after.filter(|l| fresh_at.elapsed() > *l) {
+            if !stale {
+                stale = true;
+                tracing::error!(
+                    age_ms = fresh_at.elapsed().as_millis() as u64,
+                    "this node's view of the store is older than its lease TTL: read-write listeners refuse writes"
+                );
+                metrics::counter!("fogd_listener_stale_view_total").increment(1);
+            }
+            for b in bound.values() {
+                b.read_write.set_route(Route::new(
+                    Target::Refuse(stale_refusal(limit)),
+                    b.generation,
+                ));
+            }
+        }
         tokio::select! {
             _ = events.recv() => {
                 // Coalesce a burst of changes into one reconcile.
                 while events.try_recv().is_ok() {}
             }
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(tick) => {}
         }
     }
 }

@@ -20,11 +20,33 @@
 
 pub mod runner;
 pub mod sweep;
+mod takeover;
 
 use crate::Orchestrator;
 use async_trait::async_trait;
 use fog_model::{Action, ArmError, OperationRecord};
-use fog_store::Write;
+use fog_store::{StoreError, Write};
+
+tokio::task_local! {
+    /// The ownership the current runner task holds (several nodes on one store only): every
+    /// commit made through [`Orchestrator::commit`] in that task compares its key.
+    pub(crate) static OWNED: crate::cluster::Ownership;
+}
+
+/// The compare of the ownership the current task holds, if it holds one.
+pub(crate) fn ownership_check() -> Option<Write> {
+    OWNED.try_with(|o| o.check()).ok()
+}
+
+impl Orchestrator {
+    /// Commits `writes` and, inside a runner that owns its operation on a cluster, the
+    /// compare of that ownership in the same transaction: a node that lost it commits
+    /// nothing ([`StoreError::Conflict`] naming the ownership key).
+    pub(crate) async fn commit(&self, mut writes: Vec<Write>) -> Result<u64, StoreError> {
+        writes.extend(ownership_check());
+        self.store.commit(writes).await
+    }
+}
 
 /// Declares a step enum whose variants persist as `"{family}.{name}"`: `ALL` (declaration
 /// order), `NAMES`, `name()` and `parse()`.

@@ -52,10 +52,23 @@ impl Orchestrator {
             .collect();
         for op in ops.values() {
             if !op.status.is_terminal() && !self.is_driven(&op.id) {
+                // On a cluster: only an operation no node owns (its owner's lease ended).
+                if self.node.is_some()
+                    && store
+                        .get(&crate::cluster::operation_owner_key(&op.id))
+                        .await?
+                        .is_some()
+                {
+                    continue;
+                }
                 tracing::warn!(operation = %op.id, step = %op.step, "resuming an operation no runner drives");
-                self.spawn(op.id.clone());
+                self.resume(op.id.clone());
                 report.resumed.push(op.id.clone());
             }
+        }
+        // Undo and release are cluster-wide duties: one node does them.
+        if !self.leads().await {
+            return Ok(report);
         }
         // A resource still marked busy by an operation that failed is given that operation's
         // undo once more (undo is idempotent and checks that the operation still owns the
@@ -208,8 +221,14 @@ impl Orchestrator {
 
     /// Runs [`Orchestrator::sweep_operations`] forever.
     pub async fn run_sweeper(self) {
+        // On a cluster a dead node's operations are resumed within a second of its lease
+        // ending (its ownership key vanishing), not a whole interval later.
+        let interval = match &self.node {
+            Some(_) => Duration::from_secs(1),
+            None => SWEEP_INTERVAL,
+        };
         loop {
-            tokio::time::sleep(SWEEP_INTERVAL).await;
+            tokio::time::sleep(interval).await;
             if let Err(e) = self.sweep_operations().await {
                 tracing::warn!(error = %e, "operation sweep failed");
             }

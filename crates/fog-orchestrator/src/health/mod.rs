@@ -426,7 +426,12 @@ impl Orchestrator {
     pub async fn run_health_monitor(self) {
         let mut tick = tokio::time::Instant::now();
         loop {
-            let due = self.observe_groups().await;
+            // On a cluster only the node that owns the monitor observes and decides.
+            let due = if self.leads().await {
+                self.observe_groups().await
+            } else {
+                None
+            };
             let now = tokio::time::Instant::now();
             tick = (tick + self.config.probe_interval).max(now);
             let wake = match due.map(|d| d - OffsetDateTime::now_utc()) {

@@ -37,6 +37,10 @@ step_enum! {
     }
 }
 
+/// Writes (a delete and a put per database record) moved in one transaction, well under
+/// etcd's 128 operations with the group, its event and the ownership compare beside them.
+const MOVE_CHUNK: usize = 100;
+
 /// A planned failover runs every step.
 const PLANNED: &[&str] = FailoverStep::NAMES;
 /// A forced failover does not wait for the secondary to catch up.
@@ -106,7 +110,7 @@ pub(super) async fn save(
         Precondition::Revision(group.revision),
     )];
     writes.extend(extra);
-    o.store.commit(writes).await.map(|_| ()).map_err(store_err)
+    o.commit(writes).await.map(|_| ()).map_err(store_err)
 }
 
 /// Both instance records with their generation set to `gen`.
@@ -272,8 +276,16 @@ async fn execute_step(
                 if let Some(s) = next.switch.as_mut() {
                     s.routed = true;
                 }
-                // Database records live with the current primary.
+                // Database records live with the current primary. etcd caps one
+                // transaction at 128 operations and each record moves with two: all but
+                // the last chunk move ahead (a re-run moves what is left), the last one
+                // with the switch.
                 let mut extra = move_databases(o, &old.value, &new.value).await?;
+                while extra.len() > MOVE_CHUNK {
+                    let rest = extra.split_off(MOVE_CHUNK);
+                    o.commit(extra).await.map_err(store_err)?;
+                    extra = rest;
+                }
                 extra.push(event(
                     g,
                     EventKind::RoleChanged,

@@ -153,6 +153,8 @@ impl Orchestrator {
         mut done: tokio::sync::oneshot::Receiver<()>,
     ) -> tokio::task::JoinHandle<()> {
         let store = self.store.clone();
+        // A task of its own: it carries the runner's ownership compare along.
+        let owned = crate::engine::ownership_check();
         tokio::spawn(async move {
             let mut last = SeedProgress::default();
             loop {
@@ -174,7 +176,8 @@ impl Orchestrator {
                             &rec,
                             Precondition::Revision(g.revision),
                         );
-                        if store.commit(vec![w]).await.is_ok() {
+                        let writes = std::iter::once(w).chain(owned.clone()).collect();
+                        if store.commit(writes).await.is_ok() {
                             last = now;
                         }
                     }

@@ -87,8 +87,8 @@ settings! {
     /// Metadata store: sqlite (DATA_DIR/store.sqlite) or etcd://HOST:PORT[,HOST:PORT...] (an
     /// etcd 3.4+ cluster over plain HTTP, keys under /fogd/).
     ///
-    /// With etcd, run one fogd per cluster for now: several fogd nodes do not yet divide
-    /// operations, health monitoring and servers between them.
+    /// Several fogd nodes may share one etcd cluster (see node, lease_ttl and cluster_dir,
+    /// and "Running several nodes" in the README).
     store: StoreSetting {
         default: StoreSetting::Sqlite,
         value_name: "STORE",
@@ -363,6 +363,72 @@ settings! {
         example: r#""5s""#,
         legacy_ms: rejoin_retry_ms,
     }
+
+    /// This node's name among the fogd nodes sharing an etcd store.
+    ///
+    /// Its node record (nodes/NAME, bound to its lease) and every ownership it holds are
+    /// filed under it: 1-63 letters, digits, '-', '_' or '.'. Unused with the SQLite store.
+    node: Option<String> {
+        default: None,
+        value_name: "NAME",
+        example: r#""east-1""#,
+        unset: "the host name",
+        check: node_name_check,
+    }
+
+    /// TTL of this node's etcd lease (whole seconds, at least 2s).
+    ///
+    /// The node renews it every third of it; a node that stops (killed, paused, cut off)
+    /// loses its node record and everything it owned (operations, the health monitor) this
+    /// long after, and another node takes over. Unused with the SQLite store.
+    lease_ttl: Duration {
+        default: Duration::from_secs(5),
+        value_name: "DURATION",
+        example: r#""5s""#,
+        check: lease_ttl_check,
+    }
+
+    /// Directory the fogd nodes of one machine share.
+    ///
+    /// It holds ca.pem and tls/ (one certificate for every node: add each node's listen
+    /// address to tls_san on the first start), admin-token, subscription-id,
+    /// keys/secrets.key (unless secret_key_file) and instances/ (the PostgreSQL servers
+    /// every node may command). DATA_DIR then keeps only the node's own files (fogd.lock,
+    /// api-url, client.toml). In a file, a relative path is relative to the file's
+    /// directory.
+    cluster_dir: Option<PathBuf> {
+        default: None,
+        value_name: "DIR",
+        example: r#""/srv/fogd-cluster""#,
+        unset: "DATA_DIR",
+    }
+}
+
+/// A node name: 1-63 letters, digits, '-', '_' or '.'.
+fn node_name_check(n: &Option<String>) -> Result<(), String> {
+    match n {
+        Some(n)
+            if n.is_empty()
+                || n.len() > 63
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) =>
+        {
+            Err(format!(
+                "'{n}' must be 1-63 letters, digits, '-', '_' or '.'"
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// etcd leases count whole seconds, at least 2.
+fn lease_ttl_check(d: &Duration) -> Result<(), String> {
+    if d.as_secs() < 2 || d.subsec_nanos() != 0 {
+        Err("must be whole seconds, at least 2s (etcd leases count seconds)".into())
+    } else {
+        Ok(())
+    }
 }
 
 impl FileConfig {
@@ -394,11 +460,32 @@ impl Settings {
         Self::resolve(args, file)
     }
 
-    /// The secret key file: `secret_key_file`, else `DATA_DIR/keys/secrets.key`.
+    /// The secret key file: `secret_key_file`, else `keys/secrets.key` in the shared
+    /// directory ([`Self::shared_dir`]).
     pub fn secret_key_path(&self) -> PathBuf {
         self.secret_key_file
             .clone()
-            .unwrap_or_else(|| self.data_dir.join(DEFAULT_SECRET_KEY_FILE))
+            .unwrap_or_else(|| self.shared_dir().join(DEFAULT_SECRET_KEY_FILE))
+    }
+
+    /// Where the material every node of a machine shares lives: `cluster_dir`, else the
+    /// data directory.
+    pub fn shared_dir(&self) -> PathBuf {
+        self.cluster_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.clone())
+    }
+
+    /// The node's name: `node`, else the host name, else `fogd`.
+    pub fn node_name(&self) -> String {
+        if let Some(n) = &self.node {
+            return n.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "fogd".into())
     }
 }
 

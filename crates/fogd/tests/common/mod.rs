@@ -16,8 +16,11 @@ pub const API: &str = "api-version=2025-01-01";
 
 /// One running fogd with its own data directory.
 pub struct Fogd {
-    _root: tempfile::TempDir,
+    _root: Option<tempfile::TempDir>,
     pub data: PathBuf,
+    /// Where the PostgreSQL servers' directories are (`DATA_DIR/instances`, or the
+    /// cluster directory's `instances` for a node of a cluster).
+    pub servers: PathBuf,
     child: Option<Child>,
     pub url: String,
     pub token: String,
@@ -55,7 +58,8 @@ impl Fogd {
             .expect("chmod");
         let data = root.path().join("data");
         let mut f = Fogd {
-            _root: root,
+            servers: data.join("instances"),
+            _root: Some(root),
             data,
             child: None,
             url: String::new(),
@@ -65,6 +69,31 @@ impl Fogd {
         };
         f.launch(env).await;
         f
+    }
+
+    /// A node of a cluster: its own data directory `data`, sharing `cluster_dir` (certificates,
+    /// token, secret key, servers) with the other nodes; `env` should name the store.
+    pub async fn start_node(data: PathBuf, cluster_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut f = Fogd {
+            servers: cluster_dir.join("instances"),
+            _root: None,
+            data,
+            child: None,
+            url: String::new(),
+            token: String::new(),
+            sub: String::new(),
+            client: reqwest::Client::new(),
+        };
+        let dir = cluster_dir.to_string_lossy().into_owned();
+        let mut all: Vec<(&str, &str)> = vec![("FOGD_CLUSTER_DIR", dir.as_str())];
+        all.extend_from_slice(env);
+        f.launch(&all).await;
+        f
+    }
+
+    /// The process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// Starts the process and waits until the API answers.
@@ -107,11 +136,14 @@ impl Fogd {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.token = read(&self.data.join("admin-token"));
-        self.sub = read(&self.data.join("subscription-id"));
-        let ca =
-            reqwest::Certificate::from_pem(&std::fs::read(self.data.join("ca.pem")).expect("ca"))
-                .expect("ca pem");
+        // client.toml names the token and CA files (in a cluster directory for a node).
+        let client: toml::Value =
+            toml::from_str(&read(&self.data.join("client.toml"))).expect("client.toml");
+        let field = |k: &str| client[k].as_str().expect("client.toml field").to_string();
+        self.token = read(Path::new(&field("token_file")));
+        self.sub = field("subscription_id");
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(field("ca_file")).expect("ca"))
+            .expect("ca pem");
         self.client = reqwest::Client::builder()
             .tls_certs_only([ca])
             .build()
@@ -288,7 +320,11 @@ impl Drop for Fogd {
     fn drop(&mut self) {
         self.terminate();
         // Safety net: no PostgreSQL server of this test outlives it.
-        if let Ok(entries) = std::fs::read_dir(self.data.join("instances")) {
+        if self._root.is_none() {
+            // A node of a cluster: the servers are the cluster's (its owner stops them).
+            return;
+        }
+        if let Ok(entries) = std::fs::read_dir(&self.servers) {
             for e in entries.flatten() {
                 let pgdata = e.path().join("pgdata");
                 if pgdata.join("postmaster.pid").exists() {
@@ -428,10 +464,7 @@ impl Fogd {
             .as_u64()
             .expect("port")
             .to_string();
-        for e in std::fs::read_dir(self.data.join("instances"))
-            .expect("dir")
-            .flatten()
-        {
+        for e in std::fs::read_dir(&self.servers).expect("dir").flatten() {
             let pid =
                 std::fs::read_to_string(e.path().join("pgdata/postmaster.pid")).unwrap_or_default();
             if pid.lines().nth(3).map(str::trim) == Some(port.as_str()) {
