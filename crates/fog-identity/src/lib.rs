@@ -288,7 +288,11 @@ impl Identity {
     }
 
     /// The audience a token request asks for; refused unless fogd accepts it.
-    fn audience_of(&self, scope: Option<&str>, resource: Option<&str>) -> Result<String, OAuthError> {
+    fn audience_of(
+        &self,
+        scope: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<String, OAuthError> {
         let wanted = match (scope, resource) {
             (Some(scope), _) => scope
                 .split(' ')

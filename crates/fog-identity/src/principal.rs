@@ -209,6 +209,41 @@ pub async fn create_for_rbac(
     })
 }
 
+/// The principal named `display_name`, created without a secret when none exists: fogd's
+/// managed identity, which gets its tokens from the managed-identity endpoint only.
+pub async fn ensure(
+    store: &dyn Store,
+    tenant_id: &str,
+    display_name: &str,
+    now: i64,
+) -> Result<ServicePrincipal, ArmError> {
+    if let Some(existing) = find(store, display_name)
+        .await
+        .map_err(store_err)?
+        .filter(|v| v.value.display_name.eq_ignore_ascii_case(display_name))
+    {
+        return Ok(existing.value);
+    }
+    validate_display_name(display_name)?;
+    let principal = ServicePrincipal {
+        app_id: uuid::Uuid::new_v4().to_string(),
+        object_id: uuid::Uuid::new_v4().to_string(),
+        display_name: display_name.to_string(),
+        tenant_id: tenant_id.to_string(),
+        created: rfc3339(now),
+        credentials: vec![],
+    };
+    store
+        .commit(vec![typed::put(
+            key(&principal.app_id),
+            &principal,
+            Precondition::Absent,
+        )])
+        .await
+        .map_err(store_err)?;
+    Ok(principal)
+}
+
 /// `credential reset`: a new secret for the principal `id` (application id, object id or
 /// display name), replacing its secrets unless `append`.
 pub async fn reset_credential(
@@ -308,7 +343,11 @@ fn dummy_hash() -> &'static str {
 /// Whether `secret` hashes to `phc`.
 pub fn matches_hash(secret: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|h| Argon2::default().verify_password(secret.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(secret.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -336,9 +375,7 @@ fn new_secret(now: i64, years: u32) -> Result<(String, SecretCredential), ArmErr
 }
 
 fn validate_display_name(name: &str) -> Result<(), ArmError> {
-    let ok = !name.trim().is_empty()
-        && name.len() <= 120
-        && name.chars().all(|c| !c.is_control());
+    let ok = !name.trim().is_empty() && name.len() <= 120 && name.chars().all(|c| !c.is_control());
     match ok {
         true => Ok(()),
         false => Err(ArmError::invalid_parameter_value("displayName", name)),
@@ -348,7 +385,10 @@ fn validate_display_name(name: &str) -> Result<(), ArmError> {
 fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -374,19 +414,35 @@ mod tests {
     #[tokio::test]
     async fn secrets_are_stored_only_as_salted_hashes() {
         let store = MemoryStore::new();
-        let a = create_for_rbac(&store, TENANT, "ci", 1, NOW).await.expect("create");
-        let b = create_for_rbac(&store, TENANT, "other", 1, NOW).await.expect("create");
+        let a = create_for_rbac(&store, TENANT, "ci", 1, NOW)
+            .await
+            .expect("create");
+        let b = create_for_rbac(&store, TENANT, "other", 1, NOW)
+            .await
+            .expect("create");
         assert_eq!(a.password.len(), 40);
         let all = everything(&store).await;
-        assert!(!all.contains(&a.password) && !all.contains(&b.password), "{all}");
-        let (ha, hb) = (&a.principal.credentials[0].hash, &b.principal.credentials[0].hash);
+        assert!(
+            !all.contains(&a.password) && !all.contains(&b.password),
+            "{all}"
+        );
+        let (ha, hb) = (
+            &a.principal.credentials[0].hash,
+            &b.principal.credentials[0].hash,
+        );
         assert!(ha.starts_with("$argon2id$"), "{ha}");
         // Salted: the same secret never hashes alike.
-        assert_ne!(hash_secret("same").expect("hash"), hash_secret("same").expect("hash"));
+        assert_ne!(
+            hash_secret("same").expect("hash"),
+            hash_secret("same").expect("hash")
+        );
         assert_ne!(ha, hb);
         // What the API shows has no hash either.
         let view = a.principal.view().to_string();
-        assert!(!view.contains(ha.as_str()) && !view.contains(&a.password), "{view}");
+        assert!(
+            !view.contains(ha.as_str()) && !view.contains(&a.password),
+            "{view}"
+        );
         assert!(!format!("{a:?}").contains(&a.password));
         assert_eq!(a.view()["tenant"], TENANT);
         assert_eq!(a.view()["displayName"], "ci");
@@ -395,9 +451,13 @@ mod tests {
     #[tokio::test]
     async fn only_a_current_secret_of_the_application_verifies() {
         let store = MemoryStore::new();
-        let a = create_for_rbac(&store, TENANT, "ci", 1, NOW).await.expect("create");
+        let a = create_for_rbac(&store, TENANT, "ci", 1, NOW)
+            .await
+            .expect("create");
         let app = a.principal.app_id.clone();
-        let ok = verify_secret(&store, &app, &a.password, NOW + 1).await.expect("valid");
+        let ok = verify_secret(&store, &app, &a.password, NOW + 1)
+            .await
+            .expect("valid");
         assert_eq!(ok.object_id, a.principal.object_id);
         assert!(matches!(
             verify_secret(&store, &app, "wrong", NOW + 1).await,
@@ -413,15 +473,29 @@ mod tests {
             Err(VerifyError::BadSecret)
         ));
         // A reset replaces the secret; --append keeps both.
-        let b = reset_credential(&store, "ci", false, 1, NOW).await.expect("reset");
+        let b = reset_credential(&store, "ci", false, 1, NOW)
+            .await
+            .expect("reset");
         assert_eq!(b.principal.app_id, app);
-        assert!(verify_secret(&store, &app, &a.password, NOW + 1).await.is_err());
-        assert!(verify_secret(&store, &app, &b.password, NOW + 1).await.is_ok());
-        let c = reset_credential(&store, &app, true, 1, NOW).await.expect("append");
-        assert!(verify_secret(&store, &app, &b.password, NOW + 1).await.is_ok());
-        assert!(verify_secret(&store, &app, &c.password, NOW + 1).await.is_ok());
+        assert!(verify_secret(&store, &app, &a.password, NOW + 1)
+            .await
+            .is_err());
+        assert!(verify_secret(&store, &app, &b.password, NOW + 1)
+            .await
+            .is_ok());
+        let c = reset_credential(&store, &app, true, 1, NOW)
+            .await
+            .expect("append");
+        assert!(verify_secret(&store, &app, &b.password, NOW + 1)
+            .await
+            .is_ok());
+        assert!(verify_secret(&store, &app, &c.password, NOW + 1)
+            .await
+            .is_ok());
         // create-for-rbac of an existing name replaces its secrets, keeping the app.
-        let d = create_for_rbac(&store, TENANT, "CI", 1, NOW).await.expect("again");
+        let d = create_for_rbac(&store, TENANT, "CI", 1, NOW)
+            .await
+            .expect("again");
         assert_eq!(d.principal.app_id, app);
         assert_eq!(d.principal.credentials.len(), 1);
         assert_eq!(list(&store).await.expect("list").len(), 1);
@@ -431,8 +505,13 @@ mod tests {
             Err(VerifyError::UnknownClient)
         ));
         let e = delete(&store, &app).await.expect_err("gone");
-        assert_eq!((e.status, e.code.as_str()), (404, "ServicePrincipalNotFound"));
-        let e = create_for_rbac(&store, TENANT, " ", 1, NOW).await.expect_err("name");
+        assert_eq!(
+            (e.status, e.code.as_str()),
+            (404, "ServicePrincipalNotFound")
+        );
+        let e = create_for_rbac(&store, TENANT, " ", 1, NOW)
+            .await
+            .expect_err("name");
         assert_eq!(e.status, 400);
     }
 }

@@ -125,9 +125,7 @@ pub fn validate(
 
 /// `MM/DD/YYYY HH:MM:SS`, as ARM writes times in its token errors.
 fn utc(unix: i64) -> String {
-    let format = time::macros::format_description!(
-        "[month]/[day]/[year] [hour]:[minute]:[second]"
-    );
+    let format = time::macros::format_description!("[month]/[day]/[year] [hour]:[minute]:[second]");
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| t.format(&format).ok())
@@ -179,7 +177,10 @@ mod tests {
         let key = SigningKey::generate().expect("key");
         let t = token(&key, ISS, AUD, NOW - 7200, NOW - 3600);
         let e = validate(&t, &key, ISS, &audiences(), NOW).expect_err("expired");
-        assert_eq!((e.status, e.code.as_str()), (401, "ExpiredAuthenticationToken"));
+        assert_eq!(
+            (e.status, e.code.as_str()),
+            (401, "ExpiredAuthenticationToken")
+        );
         // Expiry is exclusive: a token is dead at its `exp` second.
         let t = token(&key, ISS, AUD, NOW - 3600, NOW);
         let e = validate(&t, &key, ISS, &audiences(), NOW).expect_err("expired");
@@ -192,7 +193,10 @@ mod tests {
         let other = SigningKey::generate().expect("key");
         let t = token(&other, ISS, AUD, NOW, NOW + 3600);
         let e = validate(&t, &key, ISS, &audiences(), NOW).expect_err("foreign key");
-        assert_eq!((e.status, e.code.as_str()), (401, "InvalidAuthenticationToken"));
+        assert_eq!(
+            (e.status, e.code.as_str()),
+            (401, "InvalidAuthenticationToken")
+        );
         // The same key id, a signature by another key: refused too.
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(key.key_id().to_string());
@@ -203,7 +207,10 @@ mod tests {
         )
         .expect("sign");
         let e = validate(&forged, &key, ISS, &audiences(), NOW).expect_err("forged");
-        assert_eq!((e.status, e.code.as_str()), (401, "InvalidAuthenticationToken"));
+        assert_eq!(
+            (e.status, e.code.as_str()),
+            (401, "InvalidAuthenticationToken")
+        );
     }
 
     #[test]
@@ -223,7 +230,10 @@ mod tests {
             parts[2]
         );
         let e = validate(&tampered, &key, ISS, &audiences(), NOW).expect_err("tampered");
-        assert_eq!((e.status, e.code.as_str()), (401, "InvalidAuthenticationToken"));
+        assert_eq!(
+            (e.status, e.code.as_str()),
+            (401, "InvalidAuthenticationToken")
+        );
         for junk in ["", "abc", "a.b.c", "eyJhbGciOiJub25lIn0.e30."] {
             let e = validate(junk, &key, ISS, &audiences(), NOW).expect_err("junk");
             assert_eq!(e.code, "InvalidAuthenticationToken", "{junk}");
@@ -242,7 +252,10 @@ mod tests {
         )
         .expect("sign");
         let e = validate(&hmac, &key, ISS, &audiences(), NOW).expect_err("hmac");
-        assert_eq!((e.status, e.code.as_str()), (401, "InvalidAuthenticationToken"));
+        assert_eq!(
+            (e.status, e.code.as_str()),
+            (401, "InvalidAuthenticationToken")
+        );
     }
 
     #[test]
@@ -254,7 +267,11 @@ mod tests {
             (e.status, e.code.as_str()),
             (401, "InvalidAuthenticationTokenAudience")
         );
-        assert!(e.message.contains("https://vault.azure.net"), "{}", e.message);
+        assert!(
+            e.message.contains("https://vault.azure.net"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! fogctl sql instance-failover-group create -g rg -n fg --mi mi-a --partner-mi mi-b --failover-policy Manual
 //! fogctl sql instance-failover-group set-primary -g rg -l westus -n fg
 //! fogctl sql instance-failover-group watch
+//! fogctl ad sp create-for-rbac --name ci   # appId, password, tenant for az login
 //! fogctl rest -m get -u '/subscriptions/{subscriptionId}/providers/Microsoft.Sql/managedInstances?api-version=2025-01-01'
 //! ```
 //!
@@ -25,7 +26,7 @@
 //! - [`config`]: resolving endpoint, CA, token and subscription;
 //! - [`client`]: HTTPS requests, ARM errors, long-running-operation polling with progress;
 //! - [`output`]: `json`, `table` and `tsv` rendering;
-//! - [`commands`]: one module per command group (`mi`, `midb`, `group`, `watch`, `rest`).
+//! - [`commands`]: one module per command group (`mi`, `midb`, `group`, `watch`, `rest`, `ad`).
 
 mod client;
 mod commands;
@@ -87,6 +88,11 @@ enum Command {
     },
     /// Send one request to the API, like `az rest`; prints the JSON response.
     Rest(commands::rest::RestArgs),
+    /// fogd's directory: service principals that sign in with `az login --service-principal`.
+    Ad {
+        #[command(subcommand)]
+        command: commands::ad::AdCommand,
+    },
 }
 
 /// fogd's default data directory.
@@ -120,6 +126,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = client::Client::new(settings)?;
     match cli.command {
         Command::Rest(args) => commands::rest::run(&client, args).await,
+        Command::Ad { command } => {
+            commands::ad::run(&client, command, cli.global.output.unwrap_or(Format::Json)).await
+        }
         Command::Sql { command } => commands::run(&client, *command, cli.global.output).await,
     }
 }

@@ -10,6 +10,7 @@
 mod config;
 mod datadir;
 mod http;
+mod identity;
 mod parse_errors;
 mod routing;
 mod telemetry;
@@ -311,9 +312,13 @@ async fn serve(settings: Settings) -> Result<()> {
         .with_context(|| format!("listen on {}", settings.listen))?;
     // Polling URLs name what client.toml names: never a request's Host header.
     let endpoint = client_endpoint(settings.public_url.as_deref(), bound);
+    let (identity, managed_identity) =
+        identity::start(dir, orch.store().clone(), &endpoint, &subscription, &token).await?;
     let app = fog_api::router(
         orch.clone(),
         fog_api::ApiConfig {
+            identity: Some(identity),
+            managed_identity: Some(managed_identity),
             admin_token: token,
             dns_suffix: settings.dns_suffix.clone(),
             base_url: endpoint.clone(),
