@@ -54,9 +54,12 @@ impl IdentitySettings {
         format!("{}/adfs", self.base_url)
     }
 
-    /// `iss` of every token fogd signs: the authority.
+    /// `iss` of every token fogd signs: `https://sts.fogd.local/{tenant}/`, shaped like
+    /// Entra's `https://sts.windows.net/{tenant}/`. It names the tenant, not the address,
+    /// so tokens stay valid when fogd moves to another port or URL (the signing key, not
+    /// the URL, is what makes a token fogd's).
     pub fn issuer(&self) -> String {
-        self.authority()
+        format!("https://sts.fogd.local/{}/", self.tenant_id)
     }
 
     /// The token endpoint (`{authority}/oauth2/token`).

@@ -16,7 +16,7 @@ use jsonwebtoken::{Algorithm, Header, Validation};
 pub struct Claims {
     /// The audience (the resource the token is for).
     pub aud: String,
-    /// The issuer: fogd's authority (`{base}/adfs`).
+    /// The issuer (`https://sts.fogd.local/{tenant}/`).
     pub iss: String,
     /// Issued at, unix seconds.
     pub iat: i64,
