@@ -230,11 +230,7 @@ async fn a_service_principal_signs_in_at_the_token_endpoint_and_calls_arm_with_t
     assert_eq!(editions[1]["name"], "BusinessCritical");
     // The administrator token keeps working as before.
     let admin = f
-        .send(
-            Method::GET,
-            &format!("/subscriptions?api-version=2022-12-01"),
-            None,
-        )
+        .send(Method::GET, "/subscriptions?api-version=2022-12-01", None)
         .await;
     assert_eq!(admin.status, StatusCode::OK);
 
@@ -318,7 +314,7 @@ async fn a_service_principal_signs_in_at_the_token_endpoint_and_calls_arm_with_t
     let signed = |key: &SigningKey, iss: &str, aud: &str, iat: i64, exp: i64| {
         fog_identity::token::sign(&fog_identity::Claims::new(iss, aud, &sp, iat, exp), key)
     };
-    let path = format!("/subscriptions?api-version=2022-12-01");
+    let path = "/subscriptions?api-version=2022-12-01";
     let cases = [
         (
             signed(&key, &issuer, aud, now - 7200, now - 60),
@@ -345,7 +341,7 @@ async fn a_service_principal_signs_in_at_the_token_endpoint_and_calls_arm_with_t
         (format!("{jwt}x"), "InvalidAuthenticationToken"),
     ];
     for (token, code) in &cases {
-        let r = f.send_with(Method::GET, &path, None, Some(token)).await;
+        let r = f.send_with(Method::GET, path, None, Some(token)).await;
         assert_401(&r, code);
         // Microsoft.Sql routes refuse them the same way.
         let r = f
@@ -358,13 +354,13 @@ async fn a_service_principal_signs_in_at_the_token_endpoint_and_calls_arm_with_t
             .await;
         assert_401(&r, code);
     }
-    let none = f.send_with(Method::GET, &path, None, None).await;
+    let none = f.send_with(Method::GET, path, None, None).await;
     assert_401(&none, "AuthenticationFailed");
 
     // The key outlives a restart: the token still works.
     f.terminate();
     f.launch(&[]).await;
-    let again = f.send_with(Method::GET, &path, None, Some(&jwt)).await;
+    let again = f.send_with(Method::GET, path, None, Some(&jwt)).await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.body);
 
     // A credential reset retires the old secret; deleting the principal, its tokens.
@@ -411,7 +407,7 @@ async fn a_service_principal_signs_in_at_the_token_endpoint_and_calls_arm_with_t
         )
         .await;
     assert_eq!(gone.status, StatusCode::NO_CONTENT);
-    let r = f.send_with(Method::GET, &path, None, Some(&jwt)).await;
+    let r = f.send_with(Method::GET, path, None, Some(&jwt)).await;
     assert_401(&r, "InvalidAuthenticationToken");
     assert!(!f.log().contains(&password), "a secret reached the log");
     assert!(!f.log().contains(new_password), "a secret reached the log");
