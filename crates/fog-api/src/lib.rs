@@ -7,6 +7,10 @@
 //! result resource). It validates input with `fog-model`, reads resources from the store
 //! and hands every change to the orchestrator; it never touches PostgreSQL itself.
 //!
+//! Tokens are checked by `fog-identity` (the administrator token, or a JWT fogd signed);
+//! [`cloud`] serves what az and MSAL need besides `Microsoft.Sql`: the cloud's metadata,
+//! the sign-in endpoints, subscriptions, tenants, resource groups and capabilities.
+//!
 //! TLS termination lives in the `fogd` binary; this crate only sees plain requests.
 
 mod cloud;
