@@ -186,7 +186,7 @@ pub async fn create_for_rbac(
     {
         return replace_secrets(store, existing, false, years, now).await;
     }
-    let (password, credential) = new_secret(now, years)?;
+    let (password, credential) = new_secret(now, years).await?;
     let principal = ServicePrincipal {
         app_id: uuid::Uuid::new_v4().to_string(),
         object_id: uuid::Uuid::new_v4().to_string(),
@@ -267,7 +267,7 @@ async fn replace_secrets(
     years: u32,
     now: i64,
 ) -> Result<NewSecret, ArmError> {
-    let (password, credential) = new_secret(now, years)?;
+    let (password, credential) = new_secret(now, years).await?;
     let mut principal = existing.value;
     if !append {
         principal.credentials.clear();
@@ -319,18 +319,43 @@ pub async fn verify_secret(
     secret: &str,
     now: i64,
 ) -> Result<ServicePrincipal, VerifyError> {
-    let Some(principal) = get(store, app_id).await? else {
-        let _ = matches_hash(secret, dummy_hash());
-        return Err(VerifyError::UnknownClient);
+    let principal = get(store, app_id).await?;
+    let hashes: Vec<String> = match &principal {
+        Some(p) => p
+            .credentials
+            .iter()
+            .filter(|c| c.start <= now && now < c.end)
+            .map(|c| c.hash.clone())
+            .collect(),
+        None => Vec::new(),
     };
-    let ok = principal
-        .credentials
-        .iter()
-        .filter(|c| c.start <= now && now < c.end)
-        .any(|c| matches_hash(secret, &c.hash));
-    match ok {
-        true => Ok(principal),
-        false => Err(VerifyError::BadSecret),
+    let known = principal.is_some();
+    let secret = secret.to_string();
+    let ok = off_the_runtime(move || {
+        if !known {
+            let _ = matches_hash(&secret, dummy_hash());
+        }
+        hashes.iter().any(|h| matches_hash(&secret, h))
+    })
+    .await;
+    match (principal, ok) {
+        (None, _) => Err(VerifyError::UnknownClient),
+        (Some(p), true) => Ok(p),
+        (Some(_), false) => Err(VerifyError::BadSecret),
+    }
+}
+
+/// How many Argon2 computations may run at once: each takes about 19 MiB and a core for
+/// tens of milliseconds, and the token endpoint needs no token — a flood of sign-ins must
+/// not exhaust memory or stall the API's threads.
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Runs a hash computation on the blocking pool, at most [`HASHING`]'s permits at a time.
+async fn off_the_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let _permit = HASHING.acquire().await;
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 
@@ -361,13 +386,15 @@ pub fn hash_secret(secret: &str) -> Result<String, ArmError> {
 }
 
 /// A new 40-character secret and its credential record.
-fn new_secret(now: i64, years: u32) -> Result<(String, SecretCredential), ArmError> {
+async fn new_secret(now: i64, years: u32) -> Result<(String, SecretCredential), ArmError> {
     use rand::distr::{Alphanumeric, SampleString};
     let password = Alphanumeric.sample_string(&mut rand::rng(), 40);
+    let clear = password.clone();
+    let hash = off_the_runtime(move || hash_secret(&clear)).await?;
     let credential = SecretCredential {
         key_id: uuid::Uuid::new_v4().to_string(),
         hint: password.chars().take(3).collect(),
-        hash: hash_secret(&password)?,
+        hash,
         start: now,
         end: now + i64::from(years.clamp(1, 100)) * 365 * 86_400,
     };
