@@ -74,8 +74,7 @@ pub(crate) async fn public(
             StatusCode::OK,
             metadata(identity, &api.config.dns_suffix),
         ))),
-        (Method::GET, ["msi", "token"])
-        | (Method::GET, ["metadata", "identity", "oauth2", "token"]) => {
+        (Method::GET, ["msi", "token"]) => {
             Some(managed_identity_token(identity, api, uri, headers).await)
         }
         (m, rest) if authority_rest(rest).is_some() => {
@@ -141,7 +140,7 @@ fn openid_configuration(identity: &Identity, authority: &str) -> serde_json::Val
         "jwks_uri": format!("{authority}/discovery/keys"),
         "response_types_supported": ["token"],
         "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post"],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["ES256"],
         "scopes_supported": ["openid"],
