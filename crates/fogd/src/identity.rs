@@ -1,7 +1,9 @@
 //! fogd as the token issuer of its own cloud: the wiring of `fog-identity`.
 //!
 //! On every start: the tenant id (`DIR/tenant-id`, made on the first start like
-//! `subscription-id`), the token-signing key (`DIR/keys/token-signing.pem`, mode 0600), and
+//! `subscription-id`), the token-signing key (`token-signing.pem`, mode 0600, beside the
+//! key that seals the store's credentials: `DIR/keys/` unless `secret_key_file` moves
+//! them), and
 //! fogd's managed identity — a service principal named `fogd-managed-identity` without a
 //! secret, whose tokens the App Service–style endpoint `/msi/token` hands to callers that
 //! present `DIR/identity-header` (mode 0600) as `X-IDENTITY-HEADER`.
@@ -19,6 +21,7 @@ pub const MANAGED_IDENTITY_NAME: &str = "fogd-managed-identity";
 /// The issuer and the managed identity, ready for the API.
 pub async fn start(
     dir: &Path,
+    keys_dir: &Path,
     store: Arc<dyn Store>,
     base_url: &str,
     subscription: &str,
@@ -27,7 +30,7 @@ pub async fn start(
     let tenant = datadir::load_or_create(&dir.join("tenant-id"), false, || {
         uuid::Uuid::new_v4().to_string()
     })?;
-    let key_path = dir.join("keys").join("token-signing.pem");
+    let key_path = keys_dir.join("token-signing.pem");
     let key = SigningKey::load_or_create(&key_path).context("the token-signing key")?;
     let mi = principal::ensure(
         store.as_ref(),

@@ -312,8 +312,16 @@ async fn serve(settings: Settings) -> Result<()> {
         .with_context(|| format!("listen on {}", settings.listen))?;
     // Polling URLs name what client.toml names: never a request's Host header.
     let endpoint = client_endpoint(settings.public_url.as_deref(), bound);
-    let (identity, managed_identity) =
-        identity::start(dir, orch.store().clone(), &endpoint, &subscription, &token).await?;
+    let keys_dir = key_file.parent().unwrap_or(dir);
+    let (identity, managed_identity) = identity::start(
+        dir,
+        keys_dir,
+        orch.store().clone(),
+        &endpoint,
+        &subscription,
+        &token,
+    )
+    .await?;
     let app = fog_api::router(
         orch.clone(),
         fog_api::ApiConfig {
