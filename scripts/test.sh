@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, every Rust test (unit and end-to-end against real
 # PostgreSQL servers over HTTPS, including crash-injection tests), the quickstart end to end
-# (twice, then its teardown), then Azure's own Python SDK against a real fogd. Works on a
+# (twice, then its teardown), then Azure's own Python SDK and az CLI against a real fogd. Works on a
 # fresh Debian 12 machine (installs what it needs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +45,9 @@ else
 fi
 
 cleanup; trap - EXIT   # the SDK test's fogd is not needed any more
+
+echo "== Azure CLI (az 2.91.0) against fogd (tests/az/run.sh)"
+./tests/az/run.sh
 
 echo "== reliability campaign, quick (bench/README.md, Campaign)"
 # One release build gives both: the bench crate asks for fogd's `failpoints` feature, which

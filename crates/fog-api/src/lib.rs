@@ -7,8 +7,13 @@
 //! result resource). It validates input with `fog-model`, reads resources from the store
 //! and hands every change to the orchestrator; it never touches PostgreSQL itself.
 //!
+//! Tokens are checked by `fog-identity` (the administrator token, or a JWT fogd signed);
+//! [`cloud`] serves what az and MSAL need besides `Microsoft.Sql`: the cloud's metadata,
+//! the sign-in endpoints, subscriptions, tenants, resource groups and capabilities.
+//!
 //! TLS termination lives in the `fogd` binary; this crate only sees plain requests.
 
+mod cloud;
 pub mod route;
 
 use axum::body::{Body, Bytes};
@@ -45,6 +50,28 @@ pub struct ApiConfig {
     pub request_timeout: Option<std::time::Duration>,
     /// Renders the Prometheus text exposition served at `/metrics` (no endpoint if `None`).
     pub metrics: Option<MetricsRender>,
+    /// fogd as token issuer (`cloud.rs`): signed tokens accepted beside `admin_token`, the
+    /// sign-in endpoints, subscriptions, tenants, resource groups. `None`: only
+    /// `admin_token`.
+    pub identity: Option<fog_identity::Identity>,
+    /// The managed identity served at the App Service–style endpoint (`/msi/token`).
+    pub managed_identity: Option<ManagedIdentity>,
+}
+
+/// fogd's managed identity: the principal `az login --identity` signs in as, and the
+/// secret callers show in `X-IDENTITY-HEADER` (`IDENTITY_HEADER`).
+#[derive(Clone)]
+pub struct ManagedIdentity {
+    pub app_id: String,
+    pub header_secret: String,
+}
+
+impl std::fmt::Debug for ManagedIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagedIdentity")
+            .field("app_id", &self.app_id)
+            .finish_non_exhaustive()
+    }
 }
 
 fn fog_orchestrator_store_err(e: fog_store::StoreError) -> ArmError {
@@ -168,7 +195,9 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authenticate(headers: &HeaderMap, token: &str) -> Result<(), ArmError> {
+/// The caller a request's bearer token stands for: the administrator token, or (with an
+/// identity configured) a token fogd signed.
+async fn authenticate(api: &Api, headers: &HeaderMap) -> Result<fog_identity::Caller, ArmError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(ArmError::authentication_missing)?;
@@ -180,10 +209,12 @@ fn authenticate(headers: &HeaderMap, token: &str) -> Result<(), ArmError> {
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         })
         .ok_or_else(ArmError::invalid_token)?;
-    if same(presented.as_bytes(), token.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ArmError::invalid_token())
+    match &api.config.identity {
+        Some(identity) => identity.authenticate(presented).await,
+        None if same(presented.as_bytes(), api.config.admin_token.as_bytes()) => {
+            Ok(fog_identity::Caller::Administrator)
+        }
+        None => Err(ArmError::invalid_token()),
     }
 }
 
@@ -269,7 +300,13 @@ async fn handle(
     // the answer. Errors keep their precedence: the body's own (too large, unreadable)
     // come after authentication, path and api-version.
     let body = read_body(body, api.config.max_body_bytes).await;
-    authenticate(headers, &api.config.admin_token)?;
+    if let Some(answer) = cloud::public(api, method, uri, headers, &body).await {
+        return answer;
+    }
+    let caller = authenticate(api, headers).await?;
+    if let Some(answer) = cloud::tenant_level(api, &caller, method, uri, &body).await {
+        return answer;
+    }
     if uri.path() == "/metrics" && *method == Method::GET {
         if let Some(render) = &api.config.metrics {
             return Ok((

@@ -84,6 +84,15 @@ catalogue! {
     /// Wrong bearer token or wrong scheme.
     invalid_token() => 401, "InvalidAuthenticationToken",
         "The access token is invalid.";
+    /// A token fogd signed whose `exp` has passed (ARM's wording).
+    expired_token(expiry, now) => 401, "ExpiredAuthenticationToken",
+        "The access token expiry UTC time '{0}' is earlier than current UTC time '{1}'.";
+    /// A token fogd signed for an audience it does not serve (ARM's wording).
+    invalid_token_audience(audience, accepted) => 401, "InvalidAuthenticationTokenAudience",
+        "The access token has been obtained for wrong audience or resource '{0}'. It should exactly match with one of the allowed audiences '{1}'.";
+    /// A token fogd signed with another issuer than its own (ARM's wording).
+    invalid_token_issuer(issuer, expected) => 401, "InvalidAuthenticationTokenTenant",
+        "The access token is from the wrong issuer '{0}'. It must match the tenant '{1}' associated with this subscription. Please use the authority (URL) '{1}' to get the token.";
     /// Body is not JSON, has wrong types, or lacks a required property.
     invalid_request_content(detail) => 400, "InvalidRequestContent",
         "The request content was invalid and could not be deserialized: '{0}'.";

@@ -26,6 +26,7 @@ pub mod engine;
 pub mod failpoint;
 pub mod health;
 mod ops;
+pub mod resource_groups;
 pub mod secrets;
 pub mod steps;
 mod submit;

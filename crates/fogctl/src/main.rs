@@ -11,6 +11,7 @@
 //! fogctl sql instance-failover-group create -g rg -n fg --mi mi-a --partner-mi mi-b --failover-policy Manual
 //! fogctl sql instance-failover-group set-primary -g rg -l westus -n fg
 //! fogctl sql instance-failover-group watch
+//! fogctl ad sp create-for-rbac --name ci   # appId, password, tenant for az login
 //! fogctl rest -m get -u '/subscriptions/{subscriptionId}/providers/Microsoft.Sql/managedInstances?api-version=2025-01-01'
 //! ```
 //!
@@ -26,7 +27,7 @@
 //! - [`client`]: HTTPS requests, ARM errors, long-running-operation polling with progress;
 //! - [`output`]: `json`, `table` and `tsv` rendering;
 //! - [`commands`]: one module per command group (`mi`, `midb`, `group`, `watch`, `rest`,
-//!   `cluster`).
+//!   `cluster`, `ad`).
 
 mod client;
 mod commands;
@@ -94,6 +95,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::cluster::ClusterCommand,
     },
+    /// fogd's directory: service principals that sign in with `az login --service-principal`.
+    Ad {
+        #[command(subcommand)]
+        command: commands::ad::AdCommand,
+    },
 }
 
 /// fogd's default data directory.
@@ -130,6 +136,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster { command } => {
             commands::cluster::run(&client, command, cli.global.output.unwrap_or(Format::Table))
                 .await
+        }
+        Command::Ad { command } => {
+            commands::ad::run(&client, command, cli.global.output.unwrap_or(Format::Json)).await
         }
         Command::Sql { command } => commands::run(&client, *command, cli.global.output).await,
     }

@@ -240,10 +240,33 @@ const GENERIC: &[Column] = &[
     },
 ];
 
+/// A service principal (`fogctl ad sp`): never a secret column.
+const PRINCIPAL: &[Column] = &[
+    Column {
+        header: "DisplayName",
+        get: |v| text_at(v, &["displayName"]),
+    },
+    Column {
+        header: "AppId",
+        get: |v| text_at(v, &["appId"]),
+    },
+    Column {
+        header: "Secrets",
+        get: |v| {
+            v["passwordCredentials"]
+                .as_array()
+                .map_or(String::new(), |a| a.len().to_string())
+        },
+    },
+];
+
 /// The columns for a resource, chosen by its `type`.
 pub fn columns_for(v: &Value) -> &'static [Column] {
     if v.get("operationId").is_some() {
         return OPERATION;
+    }
+    if v.get("appId").is_some() && v.get("passwordCredentials").is_some() {
+        return PRINCIPAL;
     }
     match v["type"]
         .as_str()

@@ -1,10 +1,12 @@
 //! End-to-end tests of the `fogctl` binary against a real fogd (real PostgreSQL servers).
 //!
-//! Two scenarios, each with its own fogd, so they run in parallel:
+//! Three scenarios, each with its own fogd, so they run in parallel:
 //! - instances and databases: create/show/list/update, table and tsv output, `--no-wait`,
 //!   configuration precedence, API and usage errors;
 //! - a failover group's life: create, show from both sides, watch, update, set-primary
-//!   there and back (and the no-op), delete, and the errors in between.
+//!   there and back (and the no-op), delete, and the errors in between;
+//! - service principals (`fogctl ad sp`): create-for-rbac, list, show, credential reset,
+//!   delete.
 
 mod common;
 
@@ -527,4 +529,64 @@ fn failover_group_lifecycle_and_watch() {
     ifg(&["show", "-g", "rg-b", "-l", "westus", "-n", "fg1"]).fails_with(1, "ResourceNotFound");
     let none = ifg(&["watch", "--once"]).ok().stdout;
     assert!(none.contains("No instance failover groups"), "{none}");
+}
+
+/// `fogctl ad sp`: create-for-rbac prints what `az login --service-principal` needs, list
+/// and show never print a secret, a reset replaces the secret, delete removes the principal;
+/// a token in place of the administrator's may not manage principals.
+#[test]
+fn service_principals_are_managed_with_the_administrator_token() {
+    let fogd = Fogd::start(&[]);
+    let made = fogd
+        .fogctl(&["ad", "sp", "create-for-rbac", "--name", "ci"])
+        .ok()
+        .json();
+    let app = made["appId"].as_str().expect("appId").to_string();
+    let password = made["password"].as_str().expect("password").to_string();
+    assert_eq!(made["displayName"], "ci");
+    assert_eq!(made["tenant"].as_str(), Some(fogd.file("tenant-id").trim()));
+    assert_eq!(password.len(), 40);
+
+    let list = fogd.fogctl(&["ad", "sp", "list"]).ok();
+    assert!(list.stdout.contains(&app), "{}", list.stdout);
+    assert!(!list.stdout.contains(&password), "{}", list.stdout);
+    let table = fogd.fogctl(&["ad", "sp", "list", "-o", "table"]).ok();
+    assert!(
+        table.stdout.contains("DisplayName") && table.stdout.contains(&app),
+        "{}",
+        table.stdout
+    );
+    let shown = fogd.fogctl(&["ad", "sp", "show", "--id", "ci"]).ok().json();
+    assert_eq!(shown["appId"], app.as_str());
+    assert_eq!(
+        shown["passwordCredentials"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    let reset = fogd
+        .fogctl(&["ad", "sp", "credential", "reset", "--id", &app])
+        .ok()
+        .json();
+    assert_eq!(reset["appId"], app.as_str());
+    assert_ne!(reset["password"].as_str(), Some(password.as_str()));
+    let appended = fogd
+        .fogctl(&["ad", "sp", "credential", "reset", "--id", &app, "--append"])
+        .ok()
+        .json();
+    assert!(appended["password"].is_string());
+    let shown = fogd.fogctl(&["ad", "sp", "show", "--id", &app]).ok().json();
+    assert_eq!(
+        shown["passwordCredentials"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    // Not the administrator token: refused.
+    fogd.fogctl(&["--token", "not-the-token", "ad", "sp", "list"])
+        .fails_with(1, "InvalidAuthenticationToken");
+
+    fogd.fogctl(&["ad", "sp", "delete", "--id", &app]).ok();
+    fogd.fogctl(&["ad", "sp", "show", "--id", &app])
+        .fails_with(1, "ServicePrincipalNotFound");
+    fogd.fogctl(&["ad", "sp", "create-for-rbac", "--name", ""])
+        .fails_with(1, "InvalidParameterValue");
 }

@@ -6,6 +6,9 @@
 //! | `tls/` | CA key, server certificate and key (mode 0700) |
 //! | `admin-token` | bearer token for the API (mode 0600) |
 //! | `subscription-id` | the default subscription id |
+//! | `tenant-id` | the tenant fogd issues tokens for (made on the first start) |
+//! | `identity-header` | the secret callers of the managed-identity endpoint show as `X-IDENTITY-HEADER` (mode 0600) |
+//! | `keys/token-signing.pem` | the ES256 key that signs access tokens (mode 0600; beside `secrets.key` wherever `secret_key_file` puts it) |
 //! | `api-url` | the HTTPS URL the API listens on, written once it is bound |
 //! | `client.toml` | [`ClientConfig`] for clients such as fogctl, written once the API is bound |
 //! | `store.sqlite` | the embedded metadata store, with `-wal` and `-shm` beside it (mode 0600; credentials in it are sealed) |

@@ -10,6 +10,7 @@
 mod config;
 mod datadir;
 mod http;
+mod identity;
 mod parse_errors;
 mod routing;
 mod telemetry;
@@ -344,9 +345,21 @@ async fn serve(settings: Settings) -> Result<()> {
     )
     .await
     .context("load the TLS certificate")?;
+    let keys_dir = key_file.parent().unwrap_or(dir);
+    let (identity, managed_identity) = identity::start(
+        shared,
+        keys_dir,
+        orch.store().clone(),
+        &endpoint,
+        &subscription,
+        &token,
+    )
+    .await?;
     let app = fog_api::router(
         orch.clone(),
         fog_api::ApiConfig {
+            identity: Some(identity),
+            managed_identity: Some(managed_identity),
             admin_token: token,
             dns_suffix: settings.dns_suffix.clone(),
             base_url: endpoint.clone(),

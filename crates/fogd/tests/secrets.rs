@@ -19,6 +19,8 @@ const PUBLIC: &[&str] = &[
     "client.toml",
     "api-url",
     "subscription-id",
+    // In every token and in `create-for-rbac`'s output.
+    "tenant-id",
     "fogd.lock",
 ];
 
@@ -311,6 +313,9 @@ async fn the_key_can_live_apart_from_the_data_directory() {
         !f.data.join("keys").exists(),
         "no key in the data directory"
     );
+    // The token-signing key lives beside it.
+    let signing = key.parent().expect("dir").join("token-signing.pem");
+    assert_eq!(mode(&signing), 0o600);
     assert_eq!(
         SecretCipher::load(&key).expect("a key").key_id().len(),
         16,

@@ -1,6 +1,7 @@
 //! The command groups. Each module holds its clap arguments and what they do; all of them
 //! reach fogd only through [`Client`].
 
+pub mod ad;
 pub mod cluster;
 pub mod group;
 pub mod mi;
