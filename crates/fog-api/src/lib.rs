@@ -383,8 +383,12 @@ async fn handle(
         (Method::PUT, Route::Instance(id)) => ctx.put_instance(id, &body).await,
         (Method::PATCH, Route::Instance(id)) => {
             let existing = ctx.instance(&id).await?;
-            let changes =
-                body::parse::<fog_model::instance::InstanceBody>(&body)?.into_changes(&existing)?;
+            let changes = body::parse_for::<fog_model::instance::InstanceBody>(
+                &body,
+                ResourceType::ManagedInstances,
+                &ctx.api_version,
+            )?
+            .into_changes(&existing)?;
             let op = api
                 .orch
                 .update_instance(&id, changes, &ctx.api_version)
@@ -442,7 +446,7 @@ async fn handle(
             },
         ) => {
             let (g, _) = ctx.group(&scope, &location, &name).await?;
-            let events = catalog::events(api.orch.store().as_ref(), &g.name)
+            let events = catalog::events(api.orch.store().as_ref(), &g.uid)
                 .await
                 .map_err(store_err)?;
             let value: Vec<_> = events.iter().map(|e| e.view()).collect();
@@ -694,7 +698,11 @@ impl Ctx<'_> {
         id: ManagedInstanceId,
         bytes: &[u8],
     ) -> Result<Response, ArmError> {
-        let parsed = body::parse::<fog_model::instance::InstanceBody>(bytes)?;
+        let parsed = body::parse_for::<fog_model::instance::InstanceBody>(
+            bytes,
+            ResourceType::ManagedInstances,
+            &self.api_version,
+        )?;
         let existing = catalog::instance(self.api.orch.store().as_ref(), &id)
             .await
             .map_err(store_err)?;
@@ -750,12 +758,13 @@ impl Ctx<'_> {
 
     async fn operation_status(&self, op: &OperationRecord) -> Result<Response, ArmError> {
         let mut view = op.status_view();
-        if let (OperationStatus::InProgress, fog_model::Action::CreateFailoverGroup { name }) =
+        if let (OperationStatus::InProgress, fog_model::Action::CreateFailoverGroup { .. }) =
             (op.status, &op.action)
         {
             // Seeding dominates a create: its byte progress moves the figure from where the
             // step count puts it (the seed step) towards 95 %, so it never goes back.
-            if let Some(g) = catalog::group(self.api.orch.store().as_ref(), name)
+            let uid = op.action.group().map(|(uid, _)| uid).unwrap_or_default();
+            if let Some(g) = catalog::group(self.api.orch.store().as_ref(), &uid)
                 .await
                 .map_err(store_err)?
             {
@@ -826,10 +835,30 @@ impl Ctx<'_> {
                             .view(&self.api.config.dns_suffix),
                     ),
                 )),
-                fog_model::Action::CreateFailoverGroup { name }
-                | fog_model::Action::UpdateFailoverGroup { name, .. }
-                | fog_model::Action::FailoverGroup { name, .. } => {
-                    let (g, side) = self.group(&op.scope, &op.location, name).await?;
+                fog_model::Action::CreateFailoverGroup { .. }
+                | fog_model::Action::UpdateFailoverGroup { .. }
+                | fog_model::Action::FailoverGroup { .. } => {
+                    // The operation's own group (not whatever has its name now), seen from
+                    // the address the request named.
+                    let (uid, name) = op.action.group().unwrap_or_default();
+                    let not_found = || {
+                        ArmError::child_resource_not_found(
+                            fog_model::failover_group::RESOURCE_TYPE,
+                            name,
+                        )
+                    };
+                    let g = catalog::group(self.api.orch.store().as_ref(), &uid)
+                        .await
+                        .map_err(store_err)?
+                        .ok_or_else(not_found)?
+                        .value;
+                    let side = g
+                        .side(
+                            &op.scope.subscription,
+                            &op.scope.resource_group,
+                            &op.location,
+                        )
+                        .ok_or_else(not_found)?;
                     Ok(json(StatusCode::OK, self.group_view(&g, side).await?))
                 }
                 _ => Ok(StatusCode::NO_CONTENT.into_response()),
@@ -837,25 +866,27 @@ impl Ctx<'_> {
         }
     }
 
-    /// The group named in a path, and which member the path's address is.
+    /// The group named in a path, and which member the path's address is: the group of
+    /// that name with a member at the address (groups of that name elsewhere are others).
     async fn group(
         &self,
         scope: &fog_model::Scope,
         location: &str,
         name: &str,
     ) -> Result<(FailoverGroupRecord, Side), ArmError> {
-        let not_found =
-            || ArmError::child_resource_not_found(fog_model::failover_group::RESOURCE_TYPE, name);
-        let g = catalog::group(self.api.orch.store().as_ref(), name)
-            .await
-            .map_err(store_err)?
-            .map(|v| v.value)
-            .ok_or_else(not_found)?;
-        // A group of that name whose members live elsewhere is no group at this address.
-        let side = g
-            .side(&scope.subscription, &scope.resource_group, location)
-            .ok_or_else(not_found)?;
-        Ok((g, side))
+        catalog::group_at(
+            self.api.orch.store().as_ref(),
+            &scope.subscription,
+            &scope.resource_group,
+            location,
+            name,
+        )
+        .await
+        .map_err(store_err)?
+        .map(|(g, side)| (g.value, side))
+        .ok_or_else(|| {
+            ArmError::child_resource_not_found(fog_model::failover_group::RESOURCE_TYPE, name)
+        })
     }
 
     /// The group as seen from `side`. The replication state is the one a running
@@ -866,7 +897,7 @@ impl Ctx<'_> {
         g: &FailoverGroupRecord,
         side: Side,
     ) -> Result<serde_json::Value, ArmError> {
-        let observed = catalog::observed(self.api.orch.store().as_ref(), &g.name)
+        let observed = catalog::observed(self.api.orch.store().as_ref(), &g.uid)
             .await
             .map_err(store_err)?;
         let state = match (&observed, g.replication_state) {
@@ -890,10 +921,10 @@ impl Ctx<'_> {
         &self,
         inst: &fog_model::InstanceRecord,
     ) -> Result<Option<String>, ArmError> {
-        let Some(name) = &inst.failover_group else {
+        let Some(uid) = &inst.failover_group else {
             return Ok(None);
         };
-        let Some(g) = catalog::group(self.api.orch.store().as_ref(), name)
+        let Some(g) = catalog::group(self.api.orch.store().as_ref(), uid)
             .await
             .map_err(store_err)?
         else {
@@ -926,7 +957,7 @@ impl Ctx<'_> {
         let groups = catalog::groups(self.api.orch.store().as_ref())
             .await
             .map_err(store_err)?;
-        let mine: Vec<_> = groups
+        let mut mine: Vec<_> = groups
             .into_iter()
             .filter_map(|g| {
                 let side = g
@@ -935,6 +966,8 @@ impl Ctx<'_> {
                 Some((g.value, side))
             })
             .collect();
+        // By name (the store orders groups by uid), so pages are stable and read naturally.
+        mine.sort_by(|(a, _), (b, _)| (a.name.as_str(), &a.uid).cmp(&(b.name.as_str(), &b.uid)));
         let mut value = Vec::new();
         for (g, side) in mine.iter().skip(skip).take(PAGE) {
             value.push(self.group_view(g, *side).await?);

@@ -8,10 +8,10 @@
 //! does: a well-formed version the addressed type is not published in gets ARM's
 //! `NoRegisteredProviderFound`, a malformed one `InvalidApiVersionParameter`.
 //!
-//! Request bodies are read the same way under every version (a property a version does not
-//! define is ignored, as unknown properties are). Responses follow the version the request
-//! named: [`SHAPES`] lists the properties that exist only from some version on, and
-//! [`shape`] removes them from a response under an older version. Properties fogd adds
+//! A property a version does not define is ignored in a request body, as unknown properties
+//! are ([`shape`] removes it before the body is read). Responses follow the version the
+//! request named: [`SHAPES`] lists the properties that exist only from some version on, and
+//! [`shape`] removes them from a response under a version that does not define them. Properties fogd adds
 //! beyond the specification (listeners, health, lag, `postgresEndpoint`, …) are in every
 //! version.
 
@@ -135,8 +135,12 @@ pub struct Shape {
     pub resource: ResourceType,
     /// Path of the property in the resource's JSON.
     pub path: &'static [&'static str],
-    /// The first version (by date) that defines it; every later version does too.
+    /// The first version (by date) that defines it; later versions do too, except those in
+    /// `except`.
     pub since: &'static str,
+    /// Versions dated on or after `since` that do not define it (exact spellings: a stable
+    /// version can lag a preview of the same date).
+    pub except: &'static [&'static str],
 }
 
 /// Which properties exist from which version on (facts from the published specification).
@@ -147,8 +151,39 @@ pub const SHAPES: &[Shape] = &[
         resource: ResourceType::InstanceFailoverGroups,
         path: &["properties", "secondaryType"],
         since: "2022-08-01",
+        except: &[],
+    },
+    // `createTime` and `databaseFormat` first appear in 2023-05-01-preview (not in
+    // 2023-02-01-preview); the stable 2023-08-01 does not define them, 2023-08-01-preview
+    // and every later version does.
+    Shape {
+        resource: ResourceType::ManagedInstances,
+        path: &["properties", "createTime"],
+        since: "2023-05-01",
+        except: &["2023-08-01"],
+    },
+    Shape {
+        resource: ResourceType::ManagedInstances,
+        path: &["properties", "databaseFormat"],
+        since: "2023-05-01",
+        except: &["2023-08-01"],
+    },
+    // `isLedgerOn` first appears in 2022-08-01-preview (not in 2022-05-01-preview nor
+    // 2021-11-01).
+    Shape {
+        resource: ResourceType::ManagedDatabases,
+        path: &["properties", "isLedgerOn"],
+        since: "2022-08-01",
+        except: &[],
     },
 ];
+
+impl Shape {
+    /// Whether `version` defines the property.
+    pub fn defined_in(&self, version: &str) -> bool {
+        date(version) >= self.since && !self.except.iter().any(|e| e.eq_ignore_ascii_case(version))
+    }
+}
 
 /// The date part of a version, for ordering (`2022-08-01-preview` → `2022-08-01`).
 fn date(v: &str) -> &str {
@@ -160,13 +195,14 @@ pub fn has(t: ResourceType, path: &[&str], version: &str) -> bool {
     SHAPES
         .iter()
         .filter(|s| s.resource == t && s.path == path)
-        .all(|s| date(version) >= s.since)
+        .all(|s| s.defined_in(version))
 }
 
-/// Removes from `value` (one resource of type `t`) what `version` does not define.
+/// Removes from `value` (one resource of type `t`, a response or a request body) what
+/// `version` does not define.
 pub fn shape(t: ResourceType, version: &str, value: &mut serde_json::Value) {
     for s in SHAPES.iter().filter(|s| s.resource == t) {
-        if date(version) >= s.since {
+        if s.defined_in(version) {
             continue;
         }
         let Some((last, parents)) = s.path.split_last() else {
@@ -278,5 +314,51 @@ mod tests {
         let mut mi = full.clone();
         shape(ManagedInstances, "2021-11-01", &mut mi);
         assert_eq!(mi, full);
+    }
+
+    #[test]
+    fn instance_and_database_properties_follow_the_version() {
+        let mi = serde_json::json!({"properties": {"createTime": "t", "databaseFormat": "SQLServer2022", "vCores": 4}});
+        for (v, defined) in [
+            ("2021-11-01", false),
+            ("2022-08-01-preview", false),
+            ("2023-02-01-preview", false),
+            ("2023-05-01-preview", true),
+            // The stable 2023-08-01 lags its preview.
+            ("2023-08-01", false),
+            ("2023-08-01-preview", true),
+            ("2024-11-01-preview", true),
+            ("2025-01-01", true),
+        ] {
+            let mut shaped = mi.clone();
+            shape(ManagedInstances, v, &mut shaped);
+            assert_eq!(
+                shaped["properties"].get("createTime").is_some(),
+                defined,
+                "{v}"
+            );
+            assert_eq!(
+                shaped["properties"].get("databaseFormat").is_some(),
+                defined,
+                "{v}"
+            );
+            assert_eq!(shaped["properties"]["vCores"], 4, "{v}");
+        }
+        let db = serde_json::json!({"properties": {"isLedgerOn": false, "collation": "c"}});
+        for (v, defined) in [
+            ("2021-11-01", false),
+            ("2022-05-01-preview", false),
+            ("2022-08-01-preview", true),
+            ("2023-08-01", true),
+            ("2025-01-01", true),
+        ] {
+            let mut shaped = db.clone();
+            shape(ManagedDatabases, v, &mut shaped);
+            assert_eq!(
+                shaped["properties"].get("isLedgerOn").is_some(),
+                defined,
+                "{v}"
+            );
+        }
     }
 }

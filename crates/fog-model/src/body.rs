@@ -32,6 +32,22 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ArmError> {
     })
 }
 
+/// [`parse`] under an api-version: properties `version` does not define for resource type
+/// `t` ([`crate::api_version::SHAPES`]) are ignored, as unknown properties are.
+pub fn parse_for<T: DeserializeOwned>(
+    bytes: &[u8],
+    t: crate::api_version::ResourceType,
+    version: &str,
+) -> Result<T, ArmError> {
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(mut value) if value.is_object() => {
+            crate::api_version::shape(t, version, &mut value);
+            parse(&serde_json::to_vec(&value).unwrap_or_default())
+        }
+        _ => parse(bytes),
+    }
+}
+
 /// A required property, or `InvalidRequestContent` naming it.
 pub fn required<T>(value: Option<T>, path: &str) -> Result<T, ArmError> {
     value.ok_or_else(|| {
@@ -117,6 +133,38 @@ mod tests {
             (e.code.as_str(), e.target.as_deref()),
             ("InvalidParameterValue", Some("p"))
         );
+    }
+
+    #[test]
+    fn a_property_the_version_does_not_define_is_ignored() {
+        use crate::api_version::ResourceType::ManagedInstances;
+        use crate::instance::InstanceBody;
+        let body = br#"{"location":"eastus","properties":{"administratorLogin":"fogadmin","administratorLoginPassword":"S0me-Str0ng-Pass!","databaseFormat":"AlwaysUpToDate"}}"#;
+        let under = |v: &str| {
+            parse_for::<InstanceBody>(body, ManagedInstances, v)
+                .and_then(InstanceBody::into_create_spec)
+                .unwrap()
+                .database_format
+        };
+        assert_eq!(under("2025-01-01"), "AlwaysUpToDate");
+        assert_eq!(
+            under("2021-11-01"),
+            "SQLServer2022",
+            "not defined: the default"
+        );
+        // Errors are those of the body as sent.
+        let e = parse_for::<InstanceBody>(b"{", ManagedInstances, "2021-11-01").unwrap_err();
+        assert_eq!(
+            (e.code.as_str(), e.target.as_deref()),
+            ("InvalidRequestContent", None)
+        );
+        let e = parse_for::<InstanceBody>(
+            br#"{"properties":{"vCores":"x"}}"#,
+            ManagedInstances,
+            "2021-11-01",
+        )
+        .unwrap_err();
+        assert_eq!(e.target.as_deref(), Some("properties.vCores"));
     }
 
     #[test]

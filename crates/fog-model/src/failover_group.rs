@@ -321,9 +321,19 @@ pub struct SeedingProgress {
 }
 
 /// The persisted group (format [`FailoverGroupRecord::FORMAT`]).
+///
+/// A group's identity is its resource id — subscription, resource group, location and name
+/// — from either member's side; its DNS record is `{name}.{dns_zone}`. Two groups may share
+/// a name when their addresses and DNS zones differ. The record is stored under its `uid`,
+/// which never changes; the store indexes it by both addresses and by its DNS record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailoverGroupRecord {
     pub name: String,
+    /// Stable internal id: the record's store key, and what instances, observations,
+    /// events, operations and listeners refer to the group by. Records of format 1 (keyed
+    /// by name) have none; the start-up migration gives them [`legacy_uid`].
+    #[serde(default)]
+    pub uid: String,
     pub primary: Member,
     pub secondary: Member,
     pub policies: Policies,
@@ -430,8 +440,29 @@ pub struct ListenerAddresses {
     pub dns_suffix: String,
 }
 
+/// A new group's uid.
+pub fn new_uid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The uid of a group a fogd before uids created (stored under `failover-groups/{name}`,
+/// when names were global): derived from the name, so an operation record of that time,
+/// which names its group only by name, still finds it. A `.` never occurs in a group name
+/// nor in a [`new_uid`], so it collides with neither.
+pub fn legacy_uid(name: &str) -> String {
+    format!("legacy.{}", name.to_ascii_lowercase())
+}
+
 impl FailoverGroupRecord {
-    pub const FORMAT: u32 = 1;
+    /// Format 2: stored under `failover-groups/{uid}` with a `uid`; format 1 was stored
+    /// under `failover-groups/{name}` without one (migrated at start-up).
+    pub const FORMAT: u32 = 2;
+
+    /// The DNS record the group's listener names are built on: `{name}.{dnsZone}`, lower
+    /// case. At most one group has a given record.
+    pub fn dns_record(&self) -> String {
+        format!("{}.{}", self.name, self.dns_zone).to_ascii_lowercase()
+    }
 
     /// The member that an address `(subscription, resource group, location)` names.
     pub fn side(&self, subscription: &str, resource_group: &str, location: &str) -> Option<Side> {
@@ -694,6 +725,7 @@ mod tests {
         };
         let g = FailoverGroupRecord {
             name: "fg".into(),
+            uid: "u1".into(),
             primary: m(P, "japaneast", "Japan East"),
             secondary: m(S, "japanwest", "Japan West"),
             policies: Policies {

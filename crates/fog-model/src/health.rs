@@ -78,7 +78,7 @@ pub struct Countdown {
 }
 
 /// What the health monitor last saw of a group (format [`ObservedGroup::FORMAT`]), stored
-/// under `observed/failover-groups/{name}`.
+/// under `observed/failover-groups/{uid}` (the group's [`crate::FailoverGroupRecord::uid`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObservedGroup {
     pub replication_state: ReplicationState,

@@ -424,13 +424,16 @@ pub struct InstanceRecord {
     pub active_operation: Option<String>,
     /// Fencing generation for commands sent to this instance's agent.
     pub generation: u64,
-    /// The instance failover group this instance belongs to.
+    /// The uid of the instance failover group this instance belongs to
+    /// ([`crate::FailoverGroupRecord::uid`]; format 1 stored the group's name, which the
+    /// start-up migration replaces).
     #[serde(default)]
     pub failover_group: Option<String>,
 }
 
 impl InstanceRecord {
-    pub const FORMAT: u32 = 1;
+    /// Format 2: `failover_group` is a group uid; format 1 named the group.
+    pub const FORMAT: u32 = 2;
 
     /// The JSON clients see. `administratorLoginPassword` is never part of it.
     pub fn view(&self, dns_suffix: &str) -> serde_json::Value {

@@ -75,17 +75,27 @@ pub enum Action {
     },
     CreateFailoverGroup {
         name: String,
+        /// The group's uid ([`crate::FailoverGroupRecord::uid`]). Empty in records written
+        /// before uids: see [`Action::group`].
+        #[serde(default)]
+        uid: String,
     },
     UpdateFailoverGroup {
         name: String,
+        #[serde(default)]
+        uid: String,
         policies: crate::failover_group::Policies,
     },
     DeleteFailoverGroup {
         name: String,
+        #[serde(default)]
+        uid: String,
     },
     /// Planned failover (no data loss) or forced failover (`planned: false`).
     FailoverGroup {
         name: String,
+        #[serde(default)]
+        uid: String,
         planned: bool,
         /// Why fogd started it by itself (automatic failover); `None` for API requests.
         #[serde(default)]
@@ -96,6 +106,8 @@ pub enum Action {
     /// to repair a secondary that stopped streaming.
     RejoinGroup {
         name: String,
+        #[serde(default)]
+        uid: String,
         /// Re-seed with a base backup instead of rewinding (a repair that rewinding did
         /// not fix).
         #[serde(default)]
@@ -104,6 +116,28 @@ pub enum Action {
 }
 
 impl Action {
+    /// The failover group a group operation works on: its uid and name. An operation
+    /// written before groups had uids names its group only; that group's uid is then
+    /// [`crate::failover_group::legacy_uid`] of the name, the one the start-up migration
+    /// gives it.
+    pub fn group(&self) -> Option<(String, &str)> {
+        match self {
+            Action::CreateFailoverGroup { name, uid }
+            | Action::UpdateFailoverGroup { name, uid, .. }
+            | Action::DeleteFailoverGroup { name, uid }
+            | Action::FailoverGroup { name, uid, .. }
+            | Action::RejoinGroup { name, uid, .. } => {
+                let uid = if uid.is_empty() {
+                    crate::failover_group::legacy_uid(name)
+                } else {
+                    uid.clone()
+                };
+                Some((uid, name.as_str()))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the final result is "gone" (DELETE: the result URL answers 204).
     pub fn is_delete(&self) -> bool {
         matches!(
@@ -226,6 +260,28 @@ mod tests {
         assert_eq!(
             OperationKind::from_url_prefix("MANAGEDINSTANCE"),
             Some(OperationKind::ManagedInstance)
+        );
+    }
+
+    #[test]
+    fn a_group_action_of_an_older_fogd_finds_its_group_by_legacy_uid() {
+        let old: Action = serde_json::from_str(
+            r#"{"type":"FailoverGroup","name":"Fog-1","planned":true,"automatic":null}"#,
+        )
+        .unwrap();
+        assert_eq!(old.group(), Some(("legacy.fog-1".to_string(), "Fog-1")));
+        let new = Action::DeleteFailoverGroup {
+            name: "fog-1".into(),
+            uid: "u-1".into(),
+        };
+        let back: Action = serde_json::from_value(serde_json::to_value(&new).unwrap()).unwrap();
+        assert_eq!(back.group(), Some(("u-1".to_string(), "fog-1")));
+        assert_eq!(
+            Action::DeleteInstance {
+                instance: ManagedInstanceId::parse("/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg/providers/Microsoft.Sql/managedInstances/mi").unwrap(),
+            }
+            .group(),
+            None
         );
     }
 }

@@ -16,7 +16,8 @@
 //! `ops` (the operations, one type each, registered in `ops::registry`), [`steps`] (step
 //! names for callers outside the engine), [`catalog`] (store keys and typed reads),
 //! [`secrets`] (the credentials fogd keeps, sealed at rest under a key kept apart from the
-//! store), `submit` (validation against stored state and the accepting batch), [`health`]
+//! store), [`migrate`] (records of older fogds, moved at start-up), `submit` (validation
+//! against stored state and the accepting batch), [`health`]
 //! (the monitor), `supervisor` (servers that should run, run), [`failpoint`] (crash
 //! injection for tests).
 
@@ -25,6 +26,7 @@ pub mod cluster;
 pub mod engine;
 pub mod failpoint;
 pub mod health;
+pub mod migrate;
 mod ops;
 pub mod resource_groups;
 pub mod secrets;
@@ -109,11 +111,11 @@ pub struct Orchestrator {
     pub(crate) config: Arc<OrchestratorConfig>,
     /// Serialises port choice with the batch that records it.
     pub(crate) port_lock: Arc<tokio::sync::Mutex<()>>,
-    /// When the health monitor last started a rejoin, per group.
+    /// When the health monitor last started a rejoin, per group uid.
     pub(crate) rejoin_attempts:
         Arc<std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>>,
     /// Repairs of a stalled secondary started since it last streamed, per group: the
-    /// second one re-seeds instead of rewinding.
+    /// second one re-seeds instead of rewinding (per group uid).
     pub(crate) repairs: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
     /// Restarts of servers that stopped by themselves ([`supervisor`]).
     pub(crate) restarts: Arc<std::sync::Mutex<supervisor::Restarts>>,

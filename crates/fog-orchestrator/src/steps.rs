@@ -59,11 +59,13 @@ mod tests {
     fn failovers_list_their_steps_and_their_point_of_no_return() {
         let planned = Action::FailoverGroup {
             name: "g".into(),
+            uid: "u".into(),
             planned: true,
             automatic: None,
         };
         let forced = Action::FailoverGroup {
             name: "g".into(),
+            uid: "u".into(),
             planned: false,
             automatic: None,
         };

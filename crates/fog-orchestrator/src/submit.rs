@@ -239,8 +239,12 @@ impl Orchestrator {
         if rec.active_operation.is_some() {
             return Err(ArmError::conflicting_managed_instance_operation());
         }
-        if let Some(group) = &rec.failover_group {
-            return Err(ArmError::instance_in_failover_group(&rec.id.name, group));
+        if let Some(uid) = &rec.failover_group {
+            let name = catalog::group(store, uid)
+                .await
+                .map_err(store_err)?
+                .map_or_else(|| uid.clone(), |g| g.value.name);
+            return Err(ArmError::instance_in_failover_group(&rec.id.name, name));
         }
         let dbs = catalog::databases(store, id).await.map_err(store_err)?;
         if dbs.iter().any(|d| d.value.active_operation.is_some()) {
@@ -297,20 +301,20 @@ impl Orchestrator {
             return Err(ArmError::conflicting_server_operation());
         }
         // A geo-secondary's databases are read-only replicas of the primary's.
-        if let Some(name) = &inst.value.failover_group {
-            if let Some(g) = catalog::group(self.store.as_ref(), name)
+        if let Some(uid) = &inst.value.failover_group {
+            if let Some(g) = catalog::group(self.store.as_ref(), uid)
                 .await
                 .map_err(store_err)?
             {
                 if g.value.secondary.instance.key() == id.key() {
-                    return Err(ArmError::database_on_geo_secondary(&id.name, name));
+                    return Err(ArmError::database_on_geo_secondary(&id.name, &g.value.name));
                 }
                 if g.value.active_operation.is_some() {
                     return Err(ArmError::conflicting_server_operation());
                 }
                 let checks = vec![
                     Write::check(catalog::instance_key(id), inst.revision),
-                    Write::check(catalog::group_key(&g.value.name), g.revision),
+                    Write::check(catalog::group_key(&g.value.uid), g.revision),
                 ];
                 return Ok((inst, checks));
             }

@@ -97,7 +97,9 @@ impl Orchestrator {
         }
     }
 
-    /// PUT on a group: creates it (at the primary's address) or updates its policies.
+    /// PUT on a group: creates it (at the primary's address) or updates its policies. The
+    /// group at an address is the one with a member there under that name; groups of the
+    /// same name elsewhere (other resource groups, locations, DNS zones) are other groups.
     pub async fn put_failover_group(
         &self,
         addr: &GroupAddress,
@@ -106,20 +108,30 @@ impl Orchestrator {
         api_version: &str,
     ) -> Result<OperationRecord, ArmError> {
         validate_name(name)?;
-        let store = self.store.as_ref();
-        if let Some(existing) = catalog::group(store, name).await.map_err(store_err)? {
-            return match existing.value.side(
-                &addr.scope.subscription,
-                &addr.scope.resource_group,
-                &addr.location,
-            ) {
-                Some(Side::Primary) => self.update_group(addr, existing, spec, api_version).await,
-                Some(Side::Secondary) => Err(ArmError::ifog_on_secondary()),
-                // Names are global: another pair already owns the DNS names.
-                None => Err(ArmError::ifog_dns_record_in_use()),
+        if let Some((existing, side)) = self.group_at(addr, name).await? {
+            return match side {
+                Side::Primary => self.update_group(addr, existing, spec, api_version).await,
+                Side::Secondary => Err(ArmError::ifog_on_secondary()),
             };
         }
         self.create_group(addr, name, spec, api_version).await
+    }
+
+    /// The group named `name` with a member at `addr`, and which member.
+    pub(crate) async fn group_at(
+        &self,
+        addr: &GroupAddress,
+        name: &str,
+    ) -> Result<Option<(Versioned<FailoverGroupRecord>, Side)>, ArmError> {
+        catalog::group_at(
+            self.store.as_ref(),
+            &addr.scope.subscription,
+            &addr.scope.resource_group,
+            &addr.location,
+            name,
+        )
+        .await
+        .map_err(store_err)
     }
 
     async fn create_group(
@@ -173,6 +185,31 @@ impl Orchestrator {
         if p.database_format != s.database_format {
             return Err(ArmError::database_format_mismatch());
         }
+        // The DNS record `{name}.{zone}` is the group's: no other group may have it. (The
+        // batch below creates the index keys only if absent, so of two concurrent creates
+        // one wins.)
+        if catalog::group_with_dns_record(store, &p.dns_zone, name)
+            .await
+            .map_err(store_err)?
+            .is_some()
+        {
+            return Err(ArmError::ifog_dns_record_in_use());
+        }
+        // The group is addressed from the partner's side too: a group of this name with a
+        // member there already has that address.
+        if catalog::group_at(
+            store,
+            &s.id.scope.subscription,
+            &s.id.scope.resource_group,
+            &s.location,
+            name,
+        )
+        .await
+        .map_err(store_err)?
+        .is_some()
+        {
+            return Err(ArmError::ifog_already_exists().with_target(partner_target));
+        }
         if p.failover_group.is_some() || s.failover_group.is_some() {
             return Err(ArmError::ifog_already_exists());
         }
@@ -218,16 +255,19 @@ impl Orchestrator {
         }
 
         let _ports = self.port_lock.lock().await;
-        let listeners = self.listener_ports(name).await?;
+        let listeners = self.listener_ports(&p.dns_zone, name).await?;
+        let uid = fog_model::failover_group::new_uid();
         let op = Self::new_group_operation(
             addr,
             api_version,
             Action::CreateFailoverGroup {
                 name: name.to_string(),
+                uid: uid.clone(),
             },
         );
         let group = FailoverGroupRecord {
             name: name.to_string(),
+            uid: uid.clone(),
             primary: Member {
                 instance: p.id.clone(),
                 uid: p.uid.clone(),
@@ -272,33 +312,37 @@ impl Orchestrator {
             previous_superuser_password: Some(s_secret.superuser_password),
         };
         let mut p_rec = p.clone();
-        p_rec.failover_group = Some(name.to_string());
+        p_rec.failover_group = Some(uid.clone());
         let mut s_rec = s.clone();
-        s_rec.failover_group = Some(name.to_string());
-        self.store
-            .commit(vec![
-                put(catalog::group_key(name), &group, Precondition::Absent),
-                put(
-                    catalog::instance_key(&p.id),
-                    &p_rec,
-                    Precondition::Revision(primary.revision),
-                ),
-                put(
-                    catalog::instance_key(&s.id),
-                    &s_rec,
-                    Precondition::Revision(partner.revision),
-                ),
-                catalog::secret_put(&self.secrets, &s.uid, &aligned, Precondition::Any),
-                put(
-                    catalog::listener_ports_key(name),
-                    &ListenerReservation { ports: listeners },
-                    Precondition::Any,
-                ),
-                put(catalog::operation_key(&op.id), &op, Precondition::Absent),
-            ])
-            .await
-            .map_err(|e| busy(e, ArmError::conflicting_server_operation()))?;
-        tracing::info!(group = name, operation = %op.id, "accepted failover group create");
+        s_rec.failover_group = Some(uid.clone());
+        let mut writes = catalog::group_index_puts(&group);
+        writes.extend([
+            put(catalog::group_key(&uid), &group, Precondition::Absent),
+            put(
+                catalog::instance_key(&p.id),
+                &p_rec,
+                Precondition::Revision(primary.revision),
+            ),
+            put(
+                catalog::instance_key(&s.id),
+                &s_rec,
+                Precondition::Revision(partner.revision),
+            ),
+            catalog::secret_put(&self.secrets, &s.uid, &aligned, Precondition::Any),
+            put(
+                catalog::listener_ports_key(&group.dns_zone, name),
+                &ListenerReservation { ports: listeners },
+                Precondition::Any,
+            ),
+            put(catalog::operation_key(&op.id), &op, Precondition::Absent),
+        ]);
+        let dns_key = catalog::group_dns_key(&group.dns_zone, name);
+        self.store.commit(writes).await.map_err(|e| match e {
+            // A concurrent create took the DNS record first.
+            StoreError::Conflict { key } if key == dns_key => ArmError::ifog_dns_record_in_use(),
+            e => busy(e, ArmError::conflicting_server_operation()),
+        })?;
+        tracing::info!(group = name, uid = %uid, operation = %op.id, "accepted failover group create");
         self.spawn(op.id.clone());
         Ok(op)
     }
@@ -336,7 +380,7 @@ impl Orchestrator {
             &g.primary.location,
             &g.secondary.location,
         )?;
-        let group_name = g.name.clone();
+        let (name, uid) = (g.name.clone(), g.uid.clone());
         let op = self
             .start_group_operation(
                 g,
@@ -344,7 +388,8 @@ impl Orchestrator {
                 addr,
                 api_version,
                 Action::UpdateFailoverGroup {
-                    name: group_name,
+                    name,
+                    uid,
                     policies,
                 },
                 vec![],
@@ -353,41 +398,32 @@ impl Orchestrator {
         Ok(op)
     }
 
-    /// DELETE on a group; `None` when there is no group of that name at the address (none
-    /// anywhere, or one whose members live elsewhere): nothing to delete there.
+    /// DELETE on a group; `None` when no group of that name has a member at the address
+    /// (whatever exists elsewhere): nothing to delete there.
     pub async fn delete_failover_group(
         &self,
         addr: &GroupAddress,
         name: &str,
         api_version: &str,
     ) -> Result<Option<OperationRecord>, ArmError> {
-        let Some(existing) = catalog::group(self.store.as_ref(), name)
-            .await
-            .map_err(store_err)?
-        else {
+        let Some((existing, side)) = self.group_at(addr, name).await? else {
             return Ok(None);
         };
-        let g = existing.value;
-        match g.side(
-            &addr.scope.subscription,
-            &addr.scope.resource_group,
-            &addr.location,
-        ) {
-            None => return Ok(None),
-            Some(Side::Secondary) => return Err(ArmError::ifog_on_secondary()),
-            Some(Side::Primary) => {}
+        if side == Side::Secondary {
+            return Err(ArmError::ifog_on_secondary());
         }
+        let g = existing.value;
         if g.active_operation.is_some() {
             return Err(ArmError::ifog_busy());
         }
-        let group_name = g.name.clone();
+        let (name, uid) = (g.name.clone(), g.uid.clone());
         let op = self
             .start_group_operation(
                 g,
                 existing.revision,
                 addr,
                 api_version,
-                Action::DeleteFailoverGroup { name: group_name },
+                Action::DeleteFailoverGroup { name, uid },
                 vec![],
             )
             .await?;
@@ -404,23 +440,14 @@ impl Orchestrator {
         api_version: &str,
     ) -> Result<OperationRecord, ArmError> {
         let store = self.store.as_ref();
-        let not_found =
-            || ArmError::child_resource_not_found(fog_model::failover_group::RESOURCE_TYPE, name);
-        let existing = catalog::group(store, name)
-            .await
-            .map_err(store_err)?
-            .ok_or_else(not_found)?;
-        let g = existing.value;
         // A group of that name elsewhere is no group at this address.
-        match g.side(
-            &addr.scope.subscription,
-            &addr.scope.resource_group,
-            &addr.location,
-        ) {
-            None => return Err(not_found()),
-            Some(Side::Primary) => return Err(ArmError::ifog_failover_on_primary()),
-            Some(Side::Secondary) => {}
+        let (existing, side) = self.group_at(addr, name).await?.ok_or_else(|| {
+            ArmError::child_resource_not_found(fog_model::failover_group::RESOURCE_TYPE, name)
+        })?;
+        if side == Side::Primary {
+            return Err(ArmError::ifog_failover_on_primary());
         }
+        let g = existing.value;
         if g.active_operation.is_some() {
             return Err(ArmError::ifog_busy());
         }
@@ -438,7 +465,7 @@ impl Orchestrator {
         if formats.0 != formats.1 {
             return Err(ArmError::failover_format_mismatch());
         }
-        let group_name = g.name.clone();
+        let (group_name, uid) = (g.name.clone(), g.uid.clone());
         let event = fog_model::health::GroupEvent::new(
             fog_model::health::EventKind::FailoverStarted,
             g.generation,
@@ -460,13 +487,14 @@ impl Orchestrator {
                 api_version,
                 Action::FailoverGroup {
                     name: group_name,
+                    uid: uid.clone(),
                     planned,
                     automatic: None,
                 },
-                vec![catalog::event_write(name, &event)],
+                vec![catalog::event_write(&uid, &event)],
             )
             .await?;
-        tracing::info!(group = name, planned, operation = %op.id, "accepted failover");
+        tracing::info!(group = name, uid = %uid, planned, operation = %op.id, "accepted failover");
         Ok(op)
     }
 
@@ -504,7 +532,7 @@ impl Orchestrator {
         let mut writes = checks;
         writes.extend(vec![
             put(
-                catalog::group_key(&g.name),
+                catalog::group_key(&g.uid),
                 &g,
                 Precondition::Revision(revision),
             ),
@@ -519,8 +547,9 @@ impl Orchestrator {
         Ok(op)
     }
 
-    /// Listener ports for a group name: the ones it used before if still free, else new.
-    async fn listener_ports(&self, name: &str) -> Result<ListenerPorts, ArmError> {
+    /// Listener ports for a group's DNS record `{name}.{zone}`: the ones it used before if
+    /// still free, else new.
+    async fn listener_ports(&self, zone: &str, name: &str) -> Result<ListenerPorts, ArmError> {
         let store = self.store.as_ref();
         let mut taken: std::collections::HashSet<u16> = catalog::groups(store)
             .await
@@ -539,10 +568,20 @@ impl Orchestrator {
         let free = |taken: &std::collections::HashSet<u16>, p: u16| {
             !taken.contains(&p) && std::net::TcpListener::bind((host, p)).is_ok()
         };
-        if let Some(r) = catalog::listener_reservation(store, name)
+        let reserved = match catalog::listener_reservation(store, zone, name)
             .await
             .map_err(store_err)?
         {
+            Some(r) => Some(r),
+            None => fog_store::typed::get::<ListenerReservation>(
+                store,
+                &catalog::legacy_listener_ports_key(name),
+            )
+            .await
+            .map_err(store_err)?
+            .map(|v| v.value),
+        };
+        if let Some(r) = reserved {
             let (rw, ro) = (r.ports.read_write, r.ports.read_only);
             if rw != ro && free(&taken, rw) && free(&taken, ro) {
                 return Ok(r.ports);
@@ -590,7 +629,8 @@ async fn member_formats(
     ))
 }
 
-/// Writes that detach both members from a group (used by delete and failed creates).
+/// Writes that detach both members from a group (by its uid; used by delete and failed
+/// creates).
 pub(crate) fn detach_members(members: &[(Versioned<InstanceRecord>, &str)]) -> Vec<Write> {
     members
         .iter()

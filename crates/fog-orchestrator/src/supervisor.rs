@@ -211,17 +211,17 @@ impl Orchestrator {
         metrics::counter!("fogd_server_restarts_total", "result" => if result.is_ok() { "ok" } else { "failed" })
             .increment(1);
         // Tell the group's history, once per outage rather than once per failed attempt.
-        if let Some(name) = &rec.failover_group {
+        if let Some(uid) = &rec.failover_group {
             if result.is_ok() || failures == 0 {
-                if let Ok(Some(g)) = catalog::group(self.store.as_ref(), name).await {
+                if let Ok(Some(g)) = catalog::group(self.store.as_ref(), uid).await {
                     let event =
                         GroupEvent::new(EventKind::ServerRestarted, g.value.generation, message);
                     if let Err(e) = self
                         .store
-                        .commit(vec![catalog::event_write(name, &event)])
+                        .commit(vec![catalog::event_write(uid, &event)])
                         .await
                     {
-                        tracing::warn!(group = %name, error = %e, "recording an event failed");
+                        tracing::warn!(group = %g.value.name, error = %e, "recording an event failed");
                     }
                 }
             }

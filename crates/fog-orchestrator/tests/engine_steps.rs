@@ -157,6 +157,7 @@ fn scenario_of(action: &Action) -> Scenario {
 fn sample(s: Scenario) -> Action {
     let instance = mi("mi-east");
     let name = GROUP.to_string();
+    let uid = "sample".to_string();
     match s {
         Scenario::CreateInstance => Action::CreateInstance {
             instance,
@@ -181,19 +182,22 @@ fn sample(s: Scenario) -> Action {
             instance,
             database: "d".into(),
         },
-        Scenario::CreateGroup => Action::CreateFailoverGroup { name },
+        Scenario::CreateGroup => Action::CreateFailoverGroup { name, uid },
         Scenario::UpdateGroup => Action::UpdateFailoverGroup {
             name,
+            uid,
             policies: group_spec("Disabled").policies,
         },
-        Scenario::DeleteGroup => Action::DeleteFailoverGroup { name },
+        Scenario::DeleteGroup => Action::DeleteFailoverGroup { name, uid },
         Scenario::PlannedFailover | Scenario::ForcedFailover => Action::FailoverGroup {
             name,
+            uid,
             planned: s == Scenario::PlannedFailover,
             automatic: None,
         },
         Scenario::Rejoin => Action::RejoinGroup {
             name,
+            uid,
             reseed: false,
         },
     }
@@ -726,11 +730,13 @@ impl World {
         self.instance(name).await.expect("instance").uid
     }
 
+    /// The group `fog-sim` addressed at its first primary's location (either member's
+    /// address finds it).
     async fn group(&self) -> Option<FailoverGroupRecord> {
-        catalog::group(self.st(), GROUP)
+        catalog::group_at(self.st(), SUB, "rg", "eastus", GROUP)
             .await
             .expect("read group")
-            .map(|v| v.value)
+            .map(|(v, _)| v.value)
     }
 
     async fn database(&self, instance: &str, db: &str) -> Option<DatabaseRecord> {
@@ -950,6 +956,25 @@ impl World {
                 bad.push(format!("group busy with {op}"));
             }
         }
+        // Every group has its index keys (both addresses, its DNS record), and every index
+        // key names a group that has it.
+        let mut index = HashMap::new();
+        for prefix in ["failover-group-at/", "failover-group-dns/"] {
+            for r in st.range(prefix).await.expect("index") {
+                let v: serde_json::Value = serde_json::from_slice(&r.value).expect("index json");
+                let uid = v["data"]["uid"].as_str().unwrap_or_default().to_string();
+                index.insert(r.key, uid);
+            }
+        }
+        let mut expected = HashMap::new();
+        for g in &groups {
+            for k in catalog::group_index_keys(g) {
+                expected.insert(k, g.uid.clone());
+            }
+        }
+        if index != expected {
+            bad.push(format!("group index {index:?}, expected {expected:?}"));
+        }
 
         // Instances and their servers; generations.
         let by_uid: HashMap<&str, &InstanceRecord> =
@@ -983,12 +1008,12 @@ impl World {
             {
                 bad.push(format!("{name}: left {:?}", i.provisioning_state));
             }
-            if let Some(gname) = &i.failover_group {
+            if let Some(guid) = &i.failover_group {
                 let member = groups.iter().any(|g| {
-                    &g.name == gname && (g.primary.uid == i.uid || g.secondary.uid == i.uid)
+                    &g.uid == guid && (g.primary.uid == i.uid || g.secondary.uid == i.uid)
                 });
                 if !member {
-                    bad.push(format!("{name} names group {gname}, which lacks it"));
+                    bad.push(format!("{name} names group {guid}, which lacks it"));
                 }
             }
         }
@@ -1016,7 +1041,7 @@ impl World {
             ] {
                 if by_uid
                     .get(uid.as_str())
-                    .is_none_or(|i| i.failover_group.as_deref() != Some(&g.name))
+                    .is_none_or(|i| i.failover_group.as_deref() != Some(&g.uid))
                 {
                     bad.push(format!(
                         "{} is a member but its record says otherwise",
@@ -2171,7 +2196,7 @@ async fn a_rewind_whose_reply_died_with_fogd_still_reports_the_loss() {
         .expect("dataLoss reported");
     assert_eq!(loss.bytes, LOST_BYTES);
     // Announced once, as an event.
-    let events = catalog::events(w.st(), GROUP).await.expect("events");
+    let events = catalog::events(w.st(), &g.uid).await.expect("events");
     let announced: Vec<_> = events
         .iter()
         .filter(|e| e.kind == fog_model::health::EventKind::DataLoss)
@@ -2183,4 +2208,208 @@ async fn a_rewind_whose_reply_died_with_fogd_still_reports_the_loss() {
         .check(&Snapshot::default(), Level::Healed)
         .await
         .is_empty());
+}
+
+/// Rewrites the store into the layout a fogd before group uids wrote: each group under
+/// `failover-groups/{name}` (format 1, no uid), its members naming it, its observation,
+/// events and listener ports keyed by name, no index keys.
+async fn downgrade_to_name_keys(st: &dyn Store) {
+    let envelope = |format: u32, data: &serde_json::Value| {
+        serde_json::to_vec(&serde_json::json!({ "format": format, "data": data })).expect("json")
+    };
+    let data = |r: &Record| -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(&r.value).expect("json")["data"].clone()
+    };
+    let mut writes = Vec::new();
+    for r in st.range(catalog::GROUPS_PREFIX).await.expect("groups") {
+        let mut g = data(&r);
+        let uid = g["uid"].as_str().expect("uid").to_string();
+        let name = g["name"].as_str().expect("name").to_string();
+        let zone = g["dns_zone"].as_str().expect("zone").to_string();
+        g.as_object_mut().expect("object").remove("uid");
+        writes.push(Write::delete(r.key.clone(), Precondition::Any));
+        writes.push(Write::put(
+            format!("failover-groups/{name}"),
+            envelope(1, &g),
+            Precondition::Any,
+        ));
+        for prefix in ["failover-group-at/", "failover-group-dns/"] {
+            for k in st.range(prefix).await.expect("index") {
+                writes.push(Write::delete(k.key, Precondition::Any));
+            }
+        }
+        for i in st.range("instances/").await.expect("instances") {
+            let mut rec = data(&i);
+            if rec["failover_group"] == uid.as_str() {
+                rec["failover_group"] = name.clone().into();
+                writes.push(Write::put(i.key, envelope(1, &rec), Precondition::Any));
+            }
+        }
+        if let Some(o) = st
+            .get(&catalog::observed_key(&uid))
+            .await
+            .expect("observed")
+        {
+            writes.push(Write::delete(o.key, Precondition::Any));
+            writes.push(Write::put(
+                format!("observed/failover-groups/{name}"),
+                o.value,
+                Precondition::Any,
+            ));
+        }
+        for e in st
+            .range(&catalog::events_prefix(&uid))
+            .await
+            .expect("events")
+        {
+            let suffix = e.key.rsplit('/').next().expect("suffix").to_string();
+            writes.push(Write::delete(e.key, Precondition::Any));
+            writes.push(Write::put(
+                format!("events/{name}/{suffix}"),
+                e.value,
+                Precondition::Any,
+            ));
+        }
+        let ports = catalog::listener_ports_key(&zone, &name);
+        if let Some(p) = st.get(&ports).await.expect("ports") {
+            writes.push(Write::delete(p.key, Precondition::Any));
+            writes.push(Write::put(
+                format!("listener-ports/{name}"),
+                p.value,
+                Precondition::Any,
+            ));
+        }
+    }
+    st.commit(writes).await.expect("downgrade");
+}
+
+/// A store written by a fogd before group uids (groups keyed by name, members naming their
+/// group, observation, events and listener ports by name) is migrated at start-up, and an
+/// operation it left unfinished — a planned failover whose payload names the group only —
+/// resumes on the migrated group and finishes; a second migration changes nothing.
+#[tokio::test]
+async fn a_store_of_an_older_fogd_is_migrated_and_its_unfinished_failover_resumes() {
+    let mut w = World::build(true).await;
+    w.heal().await;
+    w.o.observe_groups().await;
+    assert!(
+        catalog::observed(w.st(), &w.group().await.expect("group").uid)
+            .await
+            .expect("observed")
+            .is_some()
+    );
+    let events_before = catalog::events(w.st(), &w.group().await.expect("group").uid)
+        .await
+        .expect("events")
+        .len();
+    assert!(events_before > 0);
+    downgrade_to_name_keys(w.st()).await;
+    // The older fogd had accepted a planned failover and died before its first step.
+    let old_group = w
+        .st()
+        .get(&format!("failover-groups/{GROUP}"))
+        .await
+        .expect("read")
+        .expect("old group");
+    let mut g: serde_json::Value = serde_json::from_slice(&old_group.value).expect("json");
+    let op_id = "00000000-0000-0000-0000-00000000f00d";
+    g["data"]["active_operation"] = op_id.into();
+    let op = serde_json::json!({"format": 1, "data": {
+        "id": op_id, "kind": "InstanceFailoverGroup",
+        "scope": {"subscription": SUB, "resource_group": "rg"}, "location": "westus",
+        "api_version": API,
+        "action": {"type": "FailoverGroup", "name": GROUP, "planned": true, "automatic": null},
+        "status": "InProgress", "step": "failover.fence", "percent_complete": 0,
+        "start_time": "2026-01-01T00:00:00Z", "end_time": null, "error": null, "attempts": 1
+    }});
+    w.st()
+        .commit(vec![
+            Write::put(
+                old_group.key.clone(),
+                serde_json::to_vec(&g).expect("json"),
+                Precondition::Any,
+            ),
+            Write::put(
+                catalog::operation_key(op_id),
+                serde_json::to_vec(&op).expect("json"),
+                Precondition::Absent,
+            ),
+        ])
+        .await
+        .expect("old operation");
+    assert!(w.group().await.is_none(), "the old layout has no index");
+
+    let report = fog_orchestrator::migrate::run(w.st())
+        .await
+        .expect("migrate");
+    assert_eq!(report.groups, vec![GROUP.to_string()]);
+    assert_eq!(report.events, events_before);
+    let legacy = fog_model::failover_group::legacy_uid(GROUP);
+    assert!(w
+        .st()
+        .get(&format!("failover-groups/{GROUP}"))
+        .await
+        .expect("read")
+        .is_none());
+    let g = w.group().await.expect("the group, found by its address");
+    assert_eq!(g.uid, legacy);
+    for name in ["mi-east", "mi-west"] {
+        assert_eq!(
+            w.instance(name)
+                .await
+                .expect("member")
+                .failover_group
+                .as_deref(),
+            Some(legacy.as_str()),
+            "{name}"
+        );
+    }
+    assert!(catalog::observed(w.st(), &legacy)
+        .await
+        .expect("observed")
+        .is_some());
+    assert_eq!(
+        catalog::events(w.st(), &legacy)
+            .await
+            .expect("events")
+            .len(),
+        events_before
+    );
+    assert!(w
+        .st()
+        .range(&format!("events/{GROUP}/"))
+        .await
+        .expect("old")
+        .is_empty());
+    assert!(catalog::listener_reservation(w.st(), &g.dns_zone, GROUP)
+        .await
+        .expect("ports")
+        .is_some());
+    assert_eq!(
+        fog_orchestrator::migrate::run(w.st()).await.expect("again"),
+        Default::default(),
+        "a second migration changes nothing"
+    );
+
+    // A restarted orchestrator resumes the old operation on the migrated group.
+    w.restart().await;
+    w.succeeded(op_id).await;
+    let g = w.group().await.expect("group");
+    assert_eq!(
+        g.primary.uid,
+        w.uid("mi-west").await,
+        "the failover happened"
+    );
+    assert_eq!(g.active_operation, None);
+    w.heal().await;
+    // And the group works as any other: a failover back through the API.
+    let op =
+        w.o.failover_group(&at("eastus"), GROUP, true, API)
+            .await
+            .expect("failover back");
+    w.succeeded(&op.id).await;
+    assert_eq!(
+        w.group().await.expect("group").primary.uid,
+        w.uid("mi-east").await
+    );
 }

@@ -522,11 +522,72 @@ fn failover_group_lifecycle_and_watch() {
     assert_eq!(role(&show(&fogd, "rg-a", "eastus", "fg1")), "Primary");
     assert_eq!(role(&show(&fogd, "rg-b", "westus", "fg1")), "Secondary");
 
-    // Delete at the primary's location; the group is gone from both sides.
+    // A second group named fg1, in other resource groups and another DNS zone: -g -l -n
+    // names each, and watch shows both.
+    let c = fogd.create_instance(
+        "rg-c",
+        "mi-c",
+        "eastus",
+        &["--capacity", "4", "--storage", "64GB"],
+    );
+    fogd.create_instance(
+        "rg-d",
+        "mi-d",
+        "westus",
+        &[
+            "--capacity",
+            "4",
+            "--storage",
+            "64GB",
+            "--dns-zone-partner",
+            &id(&c),
+        ],
+    );
+    assert_ne!(a["properties"]["dnsZone"], c["properties"]["dnsZone"]);
+    let g2 = ifg(&[
+        "create",
+        "-g",
+        "rg-c",
+        "-n",
+        "fg1",
+        "--mi",
+        "mi-c",
+        "--partner-mi",
+        "mi-d",
+        "--partner-resource-group",
+        "rg-d",
+        "--failover-policy",
+        "Manual",
+    ])
+    .ok()
+    .json();
+    assert!(id(&g2).contains("/resourceGroups/rg-c/"), "{g2}");
+    let pair = |v: &Value| {
+        v["properties"]["managedInstancePairs"][0]["primaryManagedInstanceId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(pair(&show(&fogd, "rg-c", "eastus", "fg1")).ends_with("/mi-c"));
+    assert!(pair(&show(&fogd, "rg-d", "westus", "fg1")).ends_with("/mi-c"));
+    assert!(pair(&show(&fogd, "rg-a", "eastus", "fg1")).ends_with("/mi-a"));
+    let frames = ifg(&["watch", "--once", "-o", "json"]).ok().json();
+    let primaries: Vec<&str> = frames
+        .as_array()
+        .expect("frames")
+        .iter()
+        .map(|f| f["primary"]["instance"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(primaries, ["mi-a", "mi-c"], "{frames}");
+
+    // Delete at the primary's location; the group is gone from both sides, the other fg1
+    // stays.
     let deleted = ifg(&["delete", "-g", "rg-a", "-l", "eastus", "-n", "fg1"]).ok();
     assert!(deleted.stdout.trim().is_empty(), "{}", deleted.stdout);
     ifg(&["show", "-g", "rg-a", "-l", "eastus", "-n", "fg1"]).fails_with(1, "ResourceNotFound");
     ifg(&["show", "-g", "rg-b", "-l", "westus", "-n", "fg1"]).fails_with(1, "ResourceNotFound");
+    assert_eq!(role(&show(&fogd, "rg-c", "eastus", "fg1")), "Primary");
+    ifg(&["delete", "-g", "rg-c", "-l", "eastus", "-n", "fg1"]).ok();
     let none = ifg(&["watch", "--once"]).ok().stdout;
     assert!(none.contains("No instance failover groups"), "{none}");
 }

@@ -255,6 +255,17 @@ async fn serve(settings: Settings) -> Result<()> {
     let unlocked = fog_orchestrator::secrets::unlock(store.as_ref(), &key_file)
         .await
         .context("unlock the credentials in the store")?;
+    // Records an older fogd wrote move to today's layout before anything reads them.
+    let migrated = fog_orchestrator::migrate::run(store.as_ref())
+        .await
+        .context("migrate the store's records")?;
+    if !migrated.groups.is_empty() {
+        tracing::info!(
+            groups = ?migrated.groups,
+            events = migrated.events,
+            "failover groups moved to their uids"
+        );
+    }
     drop(shared_lock);
     // Drops what sealing replaced (and anything deleted) from free pages and the WAL.
     if let Some(sqlite) = &sqlite {

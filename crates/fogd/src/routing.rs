@@ -6,7 +6,9 @@
 //! primary if `readOnlyEndpoint.failoverPolicy` is `Enabled`, else it refuses with a clear
 //! message. A `Standby` secondary is DR-only: its read-only listener always refuses.
 //!
-//! [`plan`] is the pure decision; [`run`] applies it whenever the store changes.
+//! [`plan`] is the pure decision; [`run`] applies it whenever the store changes. Listeners
+//! are kept per group uid: two groups may share a name (in other resource groups and DNS
+//! zones), each with its own listeners and its own primary.
 //!
 //! On a cluster a node whose view of the store is older than its lease TTL (its reads
 //! fail or hang: it is cut off from etcd's quorum) cannot know whether another node moved
@@ -102,20 +104,20 @@ async fn reconcile(
     let mut wanted = std::collections::HashSet::new();
     for g in groups {
         let g = g.value;
-        wanted.insert(g.name.clone());
+        wanted.insert(g.uid.clone());
         let (Some(p), Some(s)) = (
             address(store, &g.primary.instance).await,
             address(store, &g.secondary.instance).await,
         ) else {
             continue;
         };
-        let observed = catalog::observed(store, &g.name).await.ok().flatten();
+        let observed = catalog::observed(store, &g.uid).await.ok().flatten();
         let routes = plan(&g, observed.as_ref(), p, s);
-        if let Some(b) = bound.get_mut(&g.name) {
+        if let Some(b) = bound.get_mut(&g.uid) {
             b.generation = routes.read_write.generation;
             b.read_write.set_route(routes.read_write);
             b.read_only.set_route(routes.read_only);
-            export_stats(&g.name, b);
+            export_stats(&g, b);
             continue;
         }
         let generation = routes.read_write.generation;
@@ -139,10 +141,10 @@ async fn reconcile(
             bind(g.listeners.read_only, routes.read_only).await,
         ) {
             (Ok(read_write), Ok(read_only)) => {
-                tracing::info!(group = %g.name, read_write = %read_write.local_addr(),
+                tracing::info!(group = %g.name, uid = %g.uid, read_write = %read_write.local_addr(),
                     read_only = %read_only.local_addr(), "listeners bound");
                 bound.insert(
-                    g.name.clone(),
+                    g.uid.clone(),
                     Bound {
                         read_write,
                         read_only,
@@ -161,9 +163,9 @@ async fn reconcile(
         .filter(|k| !wanted.contains(*k))
         .cloned()
         .collect();
-    for name in gone {
-        if let Some(b) = bound.remove(&name) {
-            tracing::info!(group = %name, "removing listeners");
+    for uid in gone {
+        if let Some(b) = bound.remove(&uid) {
+            tracing::info!(uid = %uid, "removing listeners");
             b.read_write.shutdown().await;
             b.read_only.shutdown().await;
         }
@@ -181,37 +183,36 @@ fn stale_refusal(limit: Duration) -> String {
     )
 }
 
-/// Publishes the listeners' counters as Prometheus metrics.
-fn export_stats(group: &str, b: &Bound) {
+/// Publishes the listeners' counters as Prometheus metrics, labelled by the group's name and
+/// DNS zone (two groups may share a name, never a DNS record).
+fn export_stats(g: &FailoverGroupRecord, b: &Bound) {
     for (endpoint, l) in [("read_write", &b.read_write), ("read_only", &b.read_only)] {
         let st = l.stats();
         let labels = [
-            ("group", group.to_string()),
+            ("group", g.name.clone()),
             ("endpoint", endpoint.to_string()),
+            ("dns_zone", g.dns_zone.clone()),
         ];
         metrics::counter!("fogd_listener_connections_total", &labels)
             .absolute(st.connections_total);
         metrics::gauge!("fogd_listener_connections_active", &labels)
             .set(st.connections_active as f64);
         metrics::counter!("fogd_listener_refused_total", &labels).absolute(st.refused_total);
-        metrics::counter!(
-            "fogd_listener_bytes_total",
-            &[
-                ("group", group.to_string()),
-                ("endpoint", endpoint.to_string()),
-                ("direction", "client_to_server".to_string()),
-            ]
-        )
-        .absolute(st.bytes_client_to_server);
-        metrics::counter!(
-            "fogd_listener_bytes_total",
-            &[
-                ("group", group.to_string()),
-                ("endpoint", endpoint.to_string()),
-                ("direction", "server_to_client".to_string()),
-            ]
-        )
-        .absolute(st.bytes_server_to_client);
+        for (direction, bytes) in [
+            ("client_to_server", st.bytes_client_to_server),
+            ("server_to_client", st.bytes_server_to_client),
+        ] {
+            metrics::counter!(
+                "fogd_listener_bytes_total",
+                &[
+                    ("group", g.name.clone()),
+                    ("endpoint", endpoint.to_string()),
+                    ("direction", direction.to_string()),
+                    ("dns_zone", g.dns_zone.clone()),
+                ]
+            )
+            .absolute(bytes);
+        }
     }
 }
 
@@ -295,6 +296,7 @@ mod tests {
         };
         FailoverGroupRecord {
             name: "fg".into(),
+            uid: "u-fg".into(),
             primary: m("a"),
             secondary: m("b"),
             policies: Policies {

@@ -418,18 +418,20 @@ async fn primary_killed_under_load_fails_over_after_grace_and_rejoins() {
         );
     }
 
+    // Groups are labelled by name and DNS zone: two groups may share a name, not both.
     let m = s.metrics().await;
+    let zone = s.a["properties"]["dnsZone"].as_str().expect("zone");
     for needle in [
-        "fogd_failovers_total{group=\"fog-auto\",type=\"automatic\"} 1",
-        "fogd_automatic_failovers_total{group=\"fog-auto\"} 1",
-        "fogd_group_replication_lag_bytes{group=\"fog-auto\"}",
-        "fogd_group_member_healthy{group=\"fog-auto\",instance=\"fog-auto-a\"} 1",
-        "fogd_listener_connections_total{group=\"fog-auto\",endpoint=\"read_write\"}",
-        "fogd_listener_bytes_total{group=\"fog-auto\",endpoint=\"read_write\",direction=\"client_to_server\"}",
-        "fogd_api_requests_total{method=\"GET\",status=\"200\"}",
-        "fogd_failover_duration_seconds",
+        format!("fogd_failovers_total{{group=\"fog-auto\",type=\"automatic\",dns_zone=\"{zone}\"}} 1"),
+        format!("fogd_automatic_failovers_total{{group=\"fog-auto\",dns_zone=\"{zone}\"}} 1"),
+        format!("fogd_group_replication_lag_bytes{{group=\"fog-auto\",dns_zone=\"{zone}\"}}"),
+        format!("fogd_group_member_healthy{{group=\"fog-auto\",instance=\"fog-auto-a\",dns_zone=\"{zone}\"}} 1"),
+        format!("fogd_listener_connections_total{{group=\"fog-auto\",endpoint=\"read_write\",dns_zone=\"{zone}\"}}"),
+        format!("fogd_listener_bytes_total{{group=\"fog-auto\",endpoint=\"read_write\",direction=\"client_to_server\",dns_zone=\"{zone}\"}}"),
+        "fogd_api_requests_total{method=\"GET\",status=\"200\"}".to_string(),
+        "fogd_failover_duration_seconds".to_string(),
     ] {
-        assert!(m.contains(needle), "metrics lack {needle}:\n{m}");
+        assert!(m.contains(&needle), "metrics lack {needle}:\n{m}");
     }
 }
 

@@ -163,7 +163,7 @@ async fn state_dependent_rules() {
         (r.status, r.code()),
         (StatusCode::CONFLICT, "InstanceFailoverGroupAlreadyExists")
     );
-    // The name is global: another pair at another address cannot take it.
+    // At the group's address, another pair is a change of a read-only property.
     let r = f
         .send(
             Method::PUT,
@@ -175,6 +175,15 @@ async fn state_dependent_rules() {
         r.code(),
         "InstanceFailoverGroupCreateOrUpdateRequestReadOnlyPropertyModified"
     );
+    // Another pair at another address in the same DNS zone cannot take the name: its DNS
+    // record `fg.{zone}` is the group's.
+    let elsewhere = instance(
+        &f,
+        "elsewhere",
+        "x-else",
+        mi("eastus", with_zone(json!({}))),
+    )
+    .await;
     let r = f
         .send(
             Method::PUT,
@@ -182,7 +191,7 @@ async fn state_dependent_rules() {
                 "{}/locations/eastus/instanceFailoverGroups/fg?{API}",
                 f.rg_path("elsewhere")
             ),
-            Some(&body(&same_region, &bigger, "westus")),
+            Some(&body(&elsewhere, &b, "westus")),
         )
         .await;
     assert_eq!(

@@ -335,6 +335,7 @@ async fn killed_owner_of_a_planned_failover_is_replaced_at_every_step() {
     let work = Workload::start(rw, servers);
     let planned = fog_model::Action::FailoverGroup {
         name: "fog-mn".into(),
+        uid: String::new(),
         planned: true,
         automatic: None,
     };
@@ -689,6 +690,7 @@ async fn killed_owner_of_a_group_creation_is_replaced_at_seeding() {
     let n2 = c.node(2, &[]).await;
     let create = fog_model::Action::CreateFailoverGroup {
         name: "fog-seed".into(),
+        uid: String::new(),
     };
     let seed = fog_orchestrator::steps::step_names(&create)
         .iter()

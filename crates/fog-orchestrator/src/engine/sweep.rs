@@ -148,7 +148,7 @@ impl Orchestrator {
                 report.released.push(key);
             }
         }
-        for (key, v) in list::<FailoverGroupRecord>(store, "failover-groups/").await? {
+        for (key, v) in list::<FailoverGroupRecord>(store, catalog::GROUPS_PREFIX).await? {
             if !stale(&v.value.active_operation) {
                 continue;
             }
@@ -195,15 +195,18 @@ impl Orchestrator {
                     .flatten()
                     .is_some_and(|d| marked(d.value.active_operation))
             }
-            Action::CreateFailoverGroup { name }
-            | Action::UpdateFailoverGroup { name, .. }
-            | Action::DeleteFailoverGroup { name }
-            | Action::FailoverGroup { name, .. }
-            | Action::RejoinGroup { name, .. } => catalog::group(store, name)
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|g| marked(g.value.active_operation)),
+            Action::CreateFailoverGroup { .. }
+            | Action::UpdateFailoverGroup { .. }
+            | Action::DeleteFailoverGroup { .. }
+            | Action::FailoverGroup { .. }
+            | Action::RejoinGroup { .. } => {
+                let uid = op.action.group().map(|(uid, _)| uid).unwrap_or_default();
+                catalog::group(store, &uid)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|g| marked(g.value.active_operation))
+            }
         }
     }
 

@@ -18,32 +18,33 @@ impl Orchestrator {
     /// documentation).
     pub(crate) async fn fence_for_takeover(&self, op: &OperationRecord) -> Result<(), ArmError> {
         let store = self.store.as_ref();
-        let (group_name, instance) = match &op.action {
+        // The group (by uid) or the instance the operation commands.
+        let (group_uid, instance) = match &op.action {
             Action::CreateInstance { instance, .. }
             | Action::UpdateInstance { instance, .. }
             | Action::DeleteInstance { instance }
             | Action::CreateDatabase { instance, .. }
             | Action::UpdateDatabase { instance, .. }
             | Action::DeleteDatabase { instance, .. } => (None, Some(instance)),
-            Action::CreateFailoverGroup { name }
-            | Action::UpdateFailoverGroup { name, .. }
-            | Action::DeleteFailoverGroup { name }
-            | Action::FailoverGroup { name, .. }
-            | Action::RejoinGroup { name, .. } => (Some(name.clone()), None),
+            Action::CreateFailoverGroup { .. }
+            | Action::UpdateFailoverGroup { .. }
+            | Action::DeleteFailoverGroup { .. }
+            | Action::FailoverGroup { .. }
+            | Action::RejoinGroup { .. } => (op.action.group().map(|(uid, _)| uid), None),
         };
         let mut instances: Vec<Versioned<InstanceRecord>> = Vec::new();
-        let mut group_name = group_name;
+        let mut group_uid = group_uid;
         if let Some(id) = instance {
             if let Some(rec) = catalog::instance(store, id).await.map_err(store_err)? {
-                if group_name.is_none() {
-                    group_name = rec.value.failover_group.clone();
+                if group_uid.is_none() {
+                    group_uid = rec.value.failover_group.clone();
                 }
                 instances.push(rec);
             }
         }
         let mut group: Option<Versioned<FailoverGroupRecord>> = None;
-        if let Some(name) = &group_name {
-            if let Some(g) = catalog::group(store, name).await.map_err(store_err)? {
+        if let Some(uid) = &group_uid {
+            if let Some(g) = catalog::group(store, uid).await.map_err(store_err)? {
                 for member in [&g.value.primary.instance, &g.value.secondary.instance] {
                     if instances.iter().any(|i| &i.value.id == member) {
                         continue;
@@ -70,7 +71,7 @@ impl Orchestrator {
             let mut rec = g.value.clone();
             rec.generation = gen;
             writes.push(put(
-                catalog::group_key(&rec.name),
+                catalog::group_key(&rec.uid),
                 &rec,
                 Precondition::Revision(g.revision),
             ));

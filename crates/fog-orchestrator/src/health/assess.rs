@@ -531,6 +531,7 @@ mod tests {
             };
             FailoverGroupRecord {
                 name: "fg".into(),
+                uid: "u-fg".into(),
                 primary: m("a"),
                 secondary: m("b"),
                 policies: Policies {

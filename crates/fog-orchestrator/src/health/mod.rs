@@ -130,7 +130,7 @@ impl Orchestrator {
             self.probe_member(&g.secondary.instance, false)
         );
         let now = OffsetDateTime::now_utc();
-        let previous = catalog::observed(store, &g.name).await.ok().flatten();
+        let previous = catalog::observed(store, &g.uid).await.ok().flatten();
         let timing = Timing {
             probe_interval: self.config.probe_interval,
             probe_timeout: self.config.probe_timeout,
@@ -153,8 +153,8 @@ impl Orchestrator {
         let sname = &g.secondary.instance.name;
         self.publish_metrics(g, &observed);
         let mut writes = vec![
-            Write::check(catalog::group_key(&g.name), group.revision),
-            put(catalog::observed_key(&g.name), &observed, Precondition::Any),
+            Write::check(catalog::group_key(&g.uid), group.revision),
+            put(catalog::observed_key(&g.uid), &observed, Precondition::Any),
         ];
         for (member, m, probed) in [
             (&g.primary, &observed.primary, &p),
@@ -186,7 +186,7 @@ impl Orchestrator {
         }
         for e in &events {
             tracing::info!(group = %g.name, kind = ?e.kind, "{}", e.message);
-            writes.push(catalog::event_write(&g.name, e));
+            writes.push(catalog::event_write(&g.uid, e));
         }
         if let Err(e) = store.commit(writes).await {
             // The group changed while we probed: this observation is stale; the next one
@@ -195,7 +195,7 @@ impl Orchestrator {
             return None;
         }
         if !events.is_empty() {
-            if let Err(e) = catalog::prune_events(store, &g.name).await {
+            if let Err(e) = catalog::prune_events(store, &g.uid).await {
                 tracing::warn!(group = %g.name, error = %e, "pruning old events failed");
             }
         }
@@ -216,11 +216,11 @@ impl Orchestrator {
                 let reseed = self
                     .repairs
                     .lock()
-                    .map(|r| r.get(&g.name).copied().unwrap_or(0) > 0)
+                    .map(|r| r.get(&g.uid).copied().unwrap_or(0) > 0)
                     .unwrap_or(false);
                 if self.maybe_start_rejoin(group.clone(), false, reseed).await {
                     if let Ok(mut r) = self.repairs.lock() {
-                        *r.entry(g.name.clone()).or_default() += 1;
+                        *r.entry(g.uid.clone()).or_default() += 1;
                     }
                     let how = if reseed {
                         "re-seeding"
@@ -237,7 +237,7 @@ impl Orchestrator {
                     );
                     tracing::warn!(group = %g.name, "{}", event.message);
                     if let Err(e) = store
-                        .commit(vec![catalog::event_write(&g.name, &event)])
+                        .commit(vec![catalog::event_write(&g.uid, &event)])
                         .await
                     {
                         tracing::warn!(group = %g.name, error = %e, "recording an event failed");
@@ -247,7 +247,7 @@ impl Orchestrator {
         }
         if streaming {
             if let Ok(mut r) = self.repairs.lock() {
-                r.remove(&g.name);
+                r.remove(&g.uid);
             }
         }
         match decision {
@@ -273,6 +273,7 @@ impl Orchestrator {
         );
         let action = Action::FailoverGroup {
             name: g.name.clone(),
+            uid: g.uid.clone(),
             planned: false,
             automatic: Some(reason.clone()),
         };
@@ -283,13 +284,13 @@ impl Orchestrator {
                 &addr,
                 fog_model::api_version::LATEST_STABLE,
                 action,
-                vec![catalog::event_write(&g.name, &event)],
+                vec![catalog::event_write(&g.uid, &event)],
             )
             .await
         {
             Ok(op) => {
                 tracing::warn!(group = %g.name, operation = %op.id, "{reason}");
-                metrics::counter!("fogd_automatic_failovers_total", "group" => g.name.clone())
+                metrics::counter!("fogd_automatic_failovers_total", "group" => g.name.clone(), "dns_zone" => g.dns_zone.clone())
                     .increment(1);
             }
             Err(e) => {
@@ -317,10 +318,10 @@ impl Orchestrator {
             let now = tokio::time::Instant::now();
             let ready = stale_primary
                 || last
-                    .get(&g.name)
+                    .get(&g.uid)
                     .is_none_or(|t| now.duration_since(*t) >= self.config.rejoin_retry_interval);
             if ready {
-                last.insert(g.name.clone(), now);
+                last.insert(g.uid.clone(), now);
             }
             ready
         };
@@ -355,6 +356,7 @@ impl Orchestrator {
                 fog_model::api_version::LATEST_STABLE,
                 Action::RejoinGroup {
                     name: g.name.clone(),
+                    uid: g.uid.clone(),
                     reseed,
                 },
                 vec![],
@@ -381,9 +383,12 @@ impl Orchestrator {
         time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
     }
 
+    /// Publishes a group's gauges, labelled by its name and DNS zone (`{name}.{zone}` is
+    /// the group's DNS record: two groups may share a name, never both).
     fn publish_metrics(&self, g: &FailoverGroupRecord, o: &ObservedGroup) {
         let group = g.name.clone();
-        metrics::gauge!("fogd_group_replicating", "group" => group.clone()).set(
+        let zone = g.dns_zone.clone();
+        metrics::gauge!("fogd_group_replicating", "group" => group.clone(), "dns_zone" => zone.clone()).set(
             if o.replication_state == ReplicationState::CatchUp {
                 1.0
             } else {
@@ -391,22 +396,23 @@ impl Orchestrator {
             },
         );
         if let Some(b) = o.lag_bytes {
-            metrics::gauge!("fogd_group_replication_lag_bytes", "group" => group.clone())
+            metrics::gauge!("fogd_group_replication_lag_bytes", "group" => group.clone(), "dns_zone" => zone.clone())
                 .set(b as f64);
         }
         if let Some(ms) = o.lag_ms {
-            metrics::gauge!("fogd_group_replication_lag_seconds", "group" => group.clone())
+            metrics::gauge!("fogd_group_replication_lag_seconds", "group" => group.clone(), "dns_zone" => zone.clone())
                 .set(ms as f64 / 1000.0);
         }
-        metrics::gauge!("fogd_group_generation", "group" => group.clone()).set(g.generation as f64);
+        metrics::gauge!("fogd_group_generation", "group" => group.clone(), "dns_zone" => zone.clone())
+            .set(g.generation as f64);
         for (member, role, health) in [
             (&g.primary, "primary", &o.primary),
             (&g.secondary, "secondary", &o.secondary),
         ] {
             let instance = member.instance.name.clone();
-            metrics::gauge!("fogd_group_member_is_primary", "group" => group.clone(), "instance" => instance.clone())
+            metrics::gauge!("fogd_group_member_is_primary", "group" => group.clone(), "instance" => instance.clone(), "dns_zone" => zone.clone())
                 .set(if role == "primary" { 1.0 } else { 0.0 });
-            metrics::gauge!("fogd_group_member_healthy", "group" => group.clone(), "instance" => instance)
+            metrics::gauge!("fogd_group_member_healthy", "group" => group.clone(), "instance" => instance, "dns_zone" => zone.clone())
                 .set(if health.status == Health::Healthy { 1.0 } else { 0.0 });
         }
         let remaining = o
@@ -414,7 +420,7 @@ impl Orchestrator {
             .as_ref()
             .map(|c| secs(c.due - OffsetDateTime::now_utc()))
             .unwrap_or(0.0);
-        metrics::gauge!("fogd_group_automatic_failover_countdown_seconds", "group" => group)
+        metrics::gauge!("fogd_group_automatic_failover_countdown_seconds", "group" => group, "dns_zone" => zone)
             .set(remaining);
     }
 

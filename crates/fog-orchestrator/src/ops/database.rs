@@ -97,8 +97,8 @@ impl OperationType for CreateDatabase {
                     .await
                     .map_err(engine_error(step.name()))?;
                 // A new database on a group's primary gets its geo link at once.
-                if let Some(name) = &inst.value.failover_group {
-                    if let Some(g) = catalog::group(store, name).await.map_err(store_err)? {
+                if let Some(uid) = &inst.value.failover_group {
+                    if let Some(g) = catalog::group(store, uid).await.map_err(store_err)? {
                         if g.value.primary.instance.key() == instance.key() {
                             let secondary = catalog::instance(store, &g.value.secondary.instance)
                                 .await

@@ -72,18 +72,18 @@ impl OperationType for Failover {
     }
 
     async fn execute(&self, o: &Orchestrator, op: &OperationRecord) -> Result<Outcome, StepError> {
-        let Action::FailoverGroup { name, planned, .. } = &op.action else {
+        let Action::FailoverGroup { planned, .. } = &op.action else {
             return Err(unknown_step(&op.step));
         };
-        let m = o.members(name).await?;
+        let m = o.members(&super::group::group_uid(&op.action)).await?;
         execute_step(o, op, &m.group, &m.primary, &m.secondary, *planned).await
     }
 
     async fn undo(&self, o: &Orchestrator, op: &OperationRecord) -> Result<Vec<Write>, StepError> {
-        let Action::FailoverGroup { name, .. } = &op.action else {
+        let Action::FailoverGroup { .. } = &op.action else {
             return Ok(vec![]);
         };
-        let m: Members = match o.members(name).await {
+        let m: Members = match o.members(&super::group::group_uid(&op.action)).await {
             Ok(m) => m,
             Err(e) => return Err(e.into()),
         };
@@ -105,7 +105,7 @@ pub(super) async fn save(
     extra: Vec<Write>,
 ) -> Result<(), ArmError> {
     let mut writes = vec![put(
-        catalog::group_key(&g.name),
+        catalog::group_key(&g.uid),
         g,
         Precondition::Revision(group.revision),
     )];
@@ -359,14 +359,14 @@ async fn execute_step(
                 _ => "forced",
             };
             let ms = next.last_failover.as_ref().map_or(0, |r| r.duration_ms);
-            metrics::counter!("fogd_failovers_total", "group" => g.name.clone(), "type" => kind)
+            metrics::counter!("fogd_failovers_total", "group" => g.name.clone(), "type" => kind, "dns_zone" => g.dns_zone.clone())
                 .increment(1);
             metrics::histogram!("fogd_failover_duration_seconds", "type" => kind)
                 .record(ms as f64 / 1000.0);
             tracing::info!(group = %g.name, primary = %next.primary.instance.name, "failover finished");
             return Ok(Outcome::Finished(vec![
                 put(
-                    catalog::group_key(&g.name),
+                    catalog::group_key(&g.uid),
                     &next,
                     Precondition::Revision(group.revision),
                 ),
@@ -434,7 +434,7 @@ async fn undo_step(
         tracing::error!(group = %g.name, "failover failed after promotion: roles stay switched; the old primary needs a rejoin");
         moved.extend([
             put(
-                catalog::group_key(&g.name),
+                catalog::group_key(&g.uid),
                 &next,
                 Precondition::Revision(group.revision),
             ),
@@ -461,7 +461,7 @@ async fn undo_step(
     tracing::warn!(group = %g.name, "failover aborted; the primary is unchanged");
     let mut writes = vec![
         put(
-            catalog::group_key(&g.name),
+            catalog::group_key(&g.uid),
             &next,
             Precondition::Revision(group.revision),
         ),
@@ -514,5 +514,5 @@ pub(super) fn event(
     generation: u64,
     message: String,
 ) -> Write {
-    catalog::event_write(&g.name, &GroupEvent::new(kind, generation, message))
+    catalog::event_write(&g.uid, &GroupEvent::new(kind, generation, message))
 }

@@ -50,15 +50,9 @@ pub(crate) struct CreateGroup;
 pub(crate) struct UpdateGroup;
 pub(crate) struct DeleteGroup;
 
-fn group_name(action: &Action) -> &str {
-    match action {
-        Action::CreateFailoverGroup { name }
-        | Action::UpdateFailoverGroup { name, .. }
-        | Action::DeleteFailoverGroup { name }
-        | Action::FailoverGroup { name, .. }
-        | Action::RejoinGroup { name, .. } => name,
-        _ => "",
-    }
+/// The uid of the group a group operation works on (see [`Action::group`]).
+pub(crate) fn group_uid(action: &Action) -> String {
+    action.group().map(|(uid, _)| uid).unwrap_or_default()
 }
 
 /// A group record with both members' instance records, read together.
@@ -124,9 +118,10 @@ impl Orchestrator {
             .map_err(engine_error(step))
     }
 
-    pub(crate) async fn members(&self, name: &str) -> Result<Members, ArmError> {
+    /// The group with uid `uid` and both its members.
+    pub(crate) async fn members(&self, uid: &str) -> Result<Members, ArmError> {
         let store = self.store.as_ref();
-        let group = catalog::group(store, name)
+        let group = catalog::group(store, uid)
             .await
             .map_err(store_err)?
             .ok_or_else(ArmError::operation_interrupted)?;
@@ -145,10 +140,11 @@ impl Orchestrator {
         })
     }
 
-    /// Persists seeding progress every half second until `done` fires.
+    /// Persists seeding progress (of the group with uid `uid`) every half second until
+    /// `done` fires.
     fn progress_writer(
         &self,
-        name: String,
+        uid: String,
         latest: Arc<Mutex<SeedProgress>>,
         mut done: tokio::sync::oneshot::Receiver<()>,
     ) -> tokio::task::JoinHandle<()> {
@@ -164,7 +160,7 @@ impl Orchestrator {
                 };
                 let now = latest.lock().map(|p| *p).unwrap_or_default();
                 if now != last {
-                    if let Ok(Some(g)) = catalog::group(store.as_ref(), &name).await {
+                    if let Ok(Some(g)) = catalog::group(store.as_ref(), &uid).await {
                         let mut rec = g.value;
                         rec.seeding = Some(SeedingProgress {
                             bytes_done: now.done,
@@ -172,7 +168,7 @@ impl Orchestrator {
                         });
                         rec.replication_state = ReplicationState::Seeding;
                         let w = put(
-                            catalog::group_key(&name),
+                            catalog::group_key(&uid),
                             &rec,
                             Precondition::Revision(g.revision),
                         );
@@ -210,8 +206,8 @@ async fn ensure_running(
 
 /// The group with no operation on it, if this operation still owns it.
 async fn release(o: &Orchestrator, op: &OperationRecord) -> Result<Vec<Write>, StepError> {
-    let name = group_name(&op.action);
-    let Some(group) = catalog::group(o.store.as_ref(), name)
+    let uid = group_uid(&op.action);
+    let Some(group) = catalog::group(o.store.as_ref(), &uid)
         .await
         .map_err(store_err)?
         .filter(|g| g.value.active_operation.as_deref() == Some(op.id.as_str()))
@@ -221,7 +217,7 @@ async fn release(o: &Orchestrator, op: &OperationRecord) -> Result<Vec<Write>, S
     let mut g = group.value;
     g.active_operation = None;
     Ok(vec![put(
-        catalog::group_key(name),
+        catalog::group_key(&uid),
         &g,
         Precondition::Revision(group.revision),
     )])
@@ -236,8 +232,8 @@ impl OperationType for CreateGroup {
     async fn execute(&self, o: &Orchestrator, op: &OperationRecord) -> Result<Outcome, StepError> {
         let step = CreateStep::parse(&op.step).ok_or_else(|| unknown_step(&op.step))?;
         let store = o.store.as_ref();
-        let name = group_name(&op.action);
-        let m = o.members(name).await?;
+        let uid = group_uid(&op.action);
+        let m = o.members(&uid).await?;
         let agent = o.agent.as_ref();
         let group = &m.group.value;
         let step_name = step.name();
@@ -298,7 +294,7 @@ impl OperationType for CreateGroup {
                     .await?;
                 let latest = Arc::new(Mutex::new(SeedProgress::default()));
                 let (stop, done) = tokio::sync::oneshot::channel();
-                let writer = o.progress_writer(name.to_string(), latest.clone(), done);
+                let writer = o.progress_writer(uid.clone(), latest.clone(), done);
                 let sink = latest.clone();
                 let result = agent
                     .seed_standby(
@@ -338,11 +334,11 @@ impl OperationType for CreateGroup {
                 );
                 let mut writes = vec![
                     put(
-                        catalog::group_key(name),
+                        catalog::group_key(&uid),
                         &g,
                         Precondition::Revision(m.group.revision),
                     ),
-                    catalog::event_write(name, &created),
+                    catalog::event_write(&uid, &created),
                 ];
                 if let Some(mut secret) = catalog::secret(store, &o.secrets, &m.secondary.value.uid)
                     .await
@@ -363,8 +359,8 @@ impl OperationType for CreateGroup {
     }
 
     async fn undo(&self, o: &Orchestrator, op: &OperationRecord) -> Result<Vec<Write>, StepError> {
-        let name = group_name(&op.action);
-        let Ok(m) = o.members(name).await else {
+        let uid = group_uid(&op.action);
+        let Ok(m) = o.members(&uid).await else {
             return Ok(vec![]);
         };
         if m.group.value.active_operation.as_deref() != Some(op.id.as_str()) {
@@ -372,12 +368,13 @@ impl OperationType for CreateGroup {
         }
         let agent = o.agent.as_ref();
         let mut writes = vec![Write::delete(
-            catalog::group_key(name),
+            catalog::group_key(&uid),
             Precondition::Revision(m.group.revision),
         )];
+        writes.extend(catalog::group_index_deletes(&m.group.value));
         writes.extend(detach_members(&[
-            (m.primary.clone(), name),
-            (m.secondary.clone(), name),
+            (m.primary.clone(), &uid),
+            (m.secondary.clone(), &uid),
         ]));
         if let Ok(spec) = o.server_spec(&m.primary.value).await {
             let _ = agent
@@ -430,8 +427,8 @@ impl OperationType for UpdateGroup {
 
     async fn execute(&self, o: &Orchestrator, op: &OperationRecord) -> Result<Outcome, StepError> {
         let step = UpdateStep::parse(&op.step).ok_or_else(|| unknown_step(&op.step))?;
-        let name = group_name(&op.action);
-        let m = o.members(name).await?;
+        let uid = group_uid(&op.action);
+        let m = o.members(&uid).await?;
         let group = &m.group.value;
         match (step, &op.action) {
             (UpdateStep::Finish, Action::UpdateFailoverGroup { policies, .. }) => {
@@ -439,7 +436,7 @@ impl OperationType for UpdateGroup {
                 g.policies = policies.clone();
                 g.active_operation = None;
                 return Ok(Outcome::Finished(vec![put(
-                    catalog::group_key(name),
+                    catalog::group_key(&uid),
                     &g,
                     Precondition::Revision(m.group.revision),
                 )]));
@@ -460,8 +457,8 @@ async fn release_after_delete(
     o: &Orchestrator,
     op: &OperationRecord,
 ) -> Result<Vec<Write>, StepError> {
-    let name = group_name(&op.action);
-    let Ok(m) = o.members(name).await else {
+    let uid = group_uid(&op.action);
+    let Ok(m) = o.members(&uid).await else {
         return Ok(vec![]);
     };
     if m.group.value.active_operation.as_deref() != Some(op.id.as_str()) {
@@ -480,7 +477,7 @@ async fn release_after_delete(
         }
     }
     Ok(vec![put(
-        catalog::group_key(name),
+        catalog::group_key(&uid),
         &g,
         Precondition::Revision(m.group.revision),
     )])
@@ -495,8 +492,8 @@ impl OperationType for DeleteGroup {
     async fn execute(&self, o: &Orchestrator, op: &OperationRecord) -> Result<Outcome, StepError> {
         let step = DeleteStep::parse(&op.step).ok_or_else(|| unknown_step(&op.step))?;
         let store = o.store.as_ref();
-        let name = group_name(&op.action);
-        let m = o.members(name).await?;
+        let uid = group_uid(&op.action);
+        let m = o.members(&uid).await?;
         let agent = o.agent.as_ref();
         let group = &m.group.value;
         let step_name = step.name();
@@ -520,7 +517,7 @@ impl OperationType for DeleteGroup {
                     .drop_slot(&spec, &group.slot, m.primary.value.generation)
                     .await
                 {
-                    tracing::warn!(group = name, error = %e, "could not drop the replication slot");
+                    tracing::warn!(group = %group.name, uid = %uid, error = %e, "could not drop the replication slot");
                 }
             }
             DeleteStep::Unlink => {
@@ -532,16 +529,21 @@ impl OperationType for DeleteGroup {
                 }
             }
             DeleteStep::Finish => {
+                // The group's history goes with it (a group created again gets a new uid).
+                catalog::delete_events(store, &uid)
+                    .await
+                    .map_err(store_err)?;
                 let mut writes = vec![
                     Write::delete(
-                        catalog::group_key(name),
+                        catalog::group_key(&uid),
                         Precondition::Revision(m.group.revision),
                     ),
-                    Write::delete(catalog::observed_key(name), Precondition::Any),
+                    Write::delete(catalog::observed_key(&uid), Precondition::Any),
                 ];
+                writes.extend(catalog::group_index_deletes(group));
                 writes.extend(detach_members(&[
-                    (m.primary.clone(), name),
-                    (m.secondary.clone(), name),
+                    (m.primary.clone(), &uid),
+                    (m.secondary.clone(), &uid),
                 ]));
                 // The former secondary's replicas become its own read-write databases.
                 for db in catalog::databases(store, &m.primary.value.id)

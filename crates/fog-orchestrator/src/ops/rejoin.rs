@@ -36,18 +36,19 @@ impl OperationType for Rejoin {
     }
 
     async fn execute(&self, o: &Orchestrator, op: &OperationRecord) -> Result<Outcome, StepError> {
-        let Action::RejoinGroup { name, .. } = &op.action else {
+        let Action::RejoinGroup { .. } = &op.action else {
             return Err(unknown_step(&op.step));
         };
-        let m = o.members(name).await?;
+        let m = o.members(&super::group::group_uid(&op.action)).await?;
         execute_step(o, op, &m.group, &m.primary, &m.secondary).await
     }
 
     async fn undo(&self, o: &Orchestrator, op: &OperationRecord) -> Result<Vec<Write>, StepError> {
-        let Action::RejoinGroup { name, .. } = &op.action else {
+        let Action::RejoinGroup { .. } = &op.action else {
             return Ok(vec![]);
         };
-        let Some(group) = catalog::group(o.store.as_ref(), name)
+        let uid = super::group::group_uid(&op.action);
+        let Some(group) = catalog::group(o.store.as_ref(), &uid)
             .await
             .map_err(store_err)?
             .filter(|g| g.value.active_operation.as_deref() == Some(op.id.as_str()))
@@ -57,7 +58,7 @@ impl OperationType for Rejoin {
         let mut g = group.value;
         g.active_operation = None;
         Ok(vec![put(
-            catalog::group_key(name),
+            catalog::group_key(&uid),
             &g,
             Precondition::Revision(group.revision),
         )])
@@ -254,7 +255,7 @@ async fn execute_step(
             next.active_operation = None;
             next.replication_state = ReplicationState::CatchUp;
             return Ok(Outcome::Finished(vec![put(
-                catalog::group_key(&g.name),
+                catalog::group_key(&g.uid),
                 &next,
                 Precondition::Revision(group.revision),
             )]));

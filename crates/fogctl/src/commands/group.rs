@@ -3,6 +3,8 @@
 //!
 //! - the group lives at `…/resourceGroups/{rg}/providers/Microsoft.Sql/locations/{location}/
 //!   instanceFailoverGroups/{name}` and can be read at either member's (rg, location);
+//!   `-g -l -n` therefore names one group even when groups of the same name exist in other
+//!   resource groups and DNS zones (`watch` shows each of them);
 //! - `create` reads both instances, addresses the primary's location and names the
 //!   partner's location in `partnerRegions`; the read-only endpoint policy is `Disabled`;
 //! - `--grace-period` is in hours (sent as minutes), and dropped with `--failover-policy Manual`;

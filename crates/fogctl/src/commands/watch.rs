@@ -69,18 +69,11 @@ async fn groups(client: &Client, a: &WatchArgs) -> Result<Vec<Value>> {
                     );
                 }
             }
-            // Each group once, preferring the primary's view.
-            let mut found: BTreeMap<String, Value> = BTreeMap::new();
+            let mut seen = Vec::new();
             for (rg, loc) in places.values() {
-                for g in client.list(&groups_path(client, rg, loc)?).await? {
-                    let key = g["name"].as_str().unwrap_or_default().to_ascii_lowercase();
-                    let primary = at(&g, &["properties", "replicationRole"]) == "Primary";
-                    if primary || !found.contains_key(&key) {
-                        found.insert(key, g);
-                    }
-                }
+                seen.extend(client.list(&groups_path(client, rg, loc)?).await?);
             }
-            let mut list: Vec<Value> = found.into_values().collect();
+            let mut list = each_group_once(seen);
             if let Some(n) = name {
                 list.retain(|g| {
                     g["name"]
@@ -97,6 +90,42 @@ async fn groups(client: &Client, a: &WatchArgs) -> Result<Vec<Value>> {
         }
         _ => Err(UsageError("pass both -g and -l, or neither".into()).into()),
     }
+}
+
+/// Which group a view shows: its name and its pair of instances. Two groups may share a name
+/// (in other resource groups and DNS zones); both views of one group name the same pair.
+fn group_identity(g: &Value) -> (String, String, String) {
+    let pair = &g["properties"]["managedInstancePairs"][0];
+    let mut members = [
+        pair["primaryManagedInstanceId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase(),
+        pair["partnerManagedInstanceId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase(),
+    ];
+    members.sort();
+    let [a, b] = members;
+    (
+        g["name"].as_str().unwrap_or_default().to_ascii_lowercase(),
+        a,
+        b,
+    )
+}
+
+/// Each group once (by [`group_identity`]), preferring the primary's view, ordered by name.
+fn each_group_once(views: Vec<Value>) -> Vec<Value> {
+    let mut found: BTreeMap<(String, String, String), Value> = BTreeMap::new();
+    for g in views {
+        let key = group_identity(&g);
+        let primary = at(&g, &["properties", "replicationRole"]) == "Primary";
+        if primary || !found.contains_key(&key) {
+            found.insert(key, g);
+        }
+    }
+    found.into_values().collect()
 }
 
 /// The last `n` events of a group; none if the events resource is missing or fails.
@@ -478,6 +507,36 @@ mod tests {
                 "health": {"primary": {"status": "Healthy"}},
             }
         })
+    }
+
+    #[test]
+    fn groups_of_one_name_in_other_resource_groups_are_each_shown_once() {
+        let other = |v: Value| {
+            let mut v = v;
+            v["properties"]["managedInstancePairs"][0]["primaryManagedInstanceId"] =
+                "/subscriptions/s/resourceGroups/rg3/providers/Microsoft.Sql/managedInstances/mi-c"
+                    .into();
+            v["properties"]["managedInstancePairs"][0]["partnerManagedInstanceId"] =
+                "/subscriptions/s/resourceGroups/rg4/providers/Microsoft.Sql/managedInstances/mi-d"
+                    .into();
+            v
+        };
+        let views = vec![
+            view("Secondary", "westus", "eastus"),
+            other(view("Secondary", "westus", "eastus")),
+            view("Primary", "eastus", "westus"),
+            other(view("Primary", "eastus", "westus")),
+        ];
+        let shown = each_group_once(views);
+        assert_eq!(shown.len(), 2, "two groups named fg1: {shown:?}");
+        assert!(shown
+            .iter()
+            .all(|g| g["properties"]["replicationRole"] == "Primary"));
+        let firsts: Vec<_> = shown
+            .iter()
+            .map(|g| summarize(g, vec![])["primary"]["instance"].clone())
+            .collect();
+        assert_eq!(firsts, vec![json!("mi-a"), json!("mi-c")]);
     }
 
     #[test]

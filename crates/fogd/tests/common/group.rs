@@ -5,9 +5,9 @@ use serde_json::json;
 
 /// What [`create_group`] made.
 pub struct GroupParts {
-    /// `{name}-a` (rg-east, eastus): the primary.
+    /// `{prefix}-a` (rg-east, eastus by default): the primary.
     pub a: Value,
-    /// `{name}-b` (rg-west, westus, `a`'s DNS-zone partner): the secondary.
+    /// `{prefix}-b` (rg-west, westus by default, `a`'s DNS-zone partner): the secondary.
     pub b: Value,
     /// The group's address at the primary's and at the secondary's location.
     pub at_a: String,
@@ -20,18 +20,39 @@ pub struct GroupParts {
 /// `t(id bigint primary key)`, and the group `name` with read-write endpoint `rw`; returns
 /// once the group's creation succeeded.
 pub async fn create_group(f: &Fogd, name: &str, rw: Value) -> GroupParts {
-    let a = f
-        .create_instance("rg-east", &format!("{name}-a"), "eastus")
-        .await;
+    create_group_at(
+        f,
+        name,
+        name,
+        rw,
+        ("rg-east", "eastus"),
+        ("rg-west", "westus"),
+    )
+    .await
+}
+
+/// [`create_group`] with instances `{prefix}-a` at `primary` (resource group, location)
+/// and `{prefix}-b` at `secondary` (in `{prefix}-a`'s DNS zone).
+pub async fn create_group_at(
+    f: &Fogd,
+    name: &str,
+    prefix: &str,
+    rw: Value,
+    primary: (&str, &str),
+    secondary: (&str, &str),
+) -> GroupParts {
+    let (rg_a, loc_a) = primary;
+    let (rg_b, loc_b) = secondary;
+    let a = f.create_instance(rg_a, &format!("{prefix}-a"), loc_a).await;
     let b = f
-        .create_partner("rg-west", &format!("{name}-b"), "westus", &a)
+        .create_partner(rg_b, &format!("{prefix}-b"), loc_b, &a)
         .await;
     let r = f
         .send(
             Method::PUT,
             &format!(
                 "{}/databases/app?{API}",
-                f.mi_path("rg-east", &format!("{name}-a"))
+                f.mi_path(rg_a, &format!("{prefix}-a"))
             ),
             Some("{}"),
         )
@@ -49,8 +70,8 @@ pub async fn create_group(f: &Fogd, name: &str, rw: Value) -> GroupParts {
             f.rg_path(rg)
         )
     };
-    let (at_a, at_b) = (at("rg-east", "eastus"), at("rg-west", "westus"));
-    let body = Fogd::group_body(&a, &b, "westus", json!({ "readWriteEndpoint": rw }));
+    let (at_a, at_b) = (at(rg_a, loc_a), at(rg_b, loc_b));
+    let body = Fogd::group_body(&a, &b, loc_b, json!({ "readWriteEndpoint": rw }));
     let r = f.send(Method::PUT, &at_a, Some(&body)).await;
     assert_eq!(
         f.wait_operation(&r).await["status"],
