@@ -1089,6 +1089,12 @@ impl InstanceAgent for SimAgent {
                 w.configure_standby(&spec.uid, source);
                 return Ok(report);
             }
+            let saved = w
+                .servers
+                .get(&spec.uid)
+                .and_then(|s| s.rewind_report.clone())
+                .filter(|(g, _)| *g == gen)
+                .map(|(_, r)| r);
             w.kill(&spec.uid);
             let old = w
                 .servers
@@ -1118,6 +1124,7 @@ impl InstanceAgent for SimAgent {
                     s.seeded_from = None;
                 }
                 w.seed(&spec.uid, source, &|_| {})?;
+                let mut report = saved.unwrap_or(report);
                 report.reseeded = true;
                 if let Some(s) = w.servers.get_mut(&spec.uid) {
                     s.rewind_report = Some((gen, report.clone()));
@@ -1137,6 +1144,12 @@ impl InstanceAgent for SimAgent {
                 s.databases = src.databases.clone();
                 s.logins = src.logins.clone();
                 s.geo_links = src.geo_links.clone();
+            }
+            // Nothing to rewind although this generation rewound it before: that report.
+            if report.diverged_at.is_none() {
+                if let Some(earlier) = saved {
+                    report = earlier;
+                }
             }
             if let Some(s) = w.servers.get_mut(&spec.uid) {
                 s.rewind_report = Some((gen, report.clone()));
