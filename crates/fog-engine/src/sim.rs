@@ -20,7 +20,7 @@
 //!   beside a data directory).
 //!
 //! Tests steer it with faults ([`SimAgent::inject`]: fail, lose the reply after acting,
-//! hang, crash the server), knobs ([`SimAgent::write`], [`SimAgent::set_paused`],
+//! hang, act and never answer, crash the server), knobs ([`SimAgent::write`], [`SimAgent::set_paused`],
 //! [`SimAgent::set_isolated`], [`SimAgent::crash`]), and read it back with
 //! [`SimAgent::server`] and [`SimAgent::calls`].
 
