@@ -1228,7 +1228,7 @@ fn section(args: &Args, machine: &str, pg_version: &str, r: &Results) -> String 
     let _ = writeln!(s, "- PostgreSQL: {pg_version}");
     let _ = writeln!(
         s,
-        "- One fogd (release, embedded defaults: `--listener-hold-ms` 5000, health probes \
+        "- One fogd (release, embedded defaults: `--listener-hold` 5s, health probes \
          every {PROBE_INTERVAL_MS} ms with a {PROBE_TIMEOUT_MS} ms timeout; only the grace \
          period is shortened, for the automatic phase: `FOGD_GRACE_PERIOD_UNIT_MS={GRACE_UNIT_MS}`, \
          `FOGD_MIN_GRACE_PERIOD_MINUTES=1`), four instances: group `a`/`b` (Manual policy \

@@ -1192,12 +1192,13 @@ impl LocalAgent {
         // connection broke): a second pg_rewind would find nothing to do, so the saved
         // report answers — as long as the server is still on the history the rewind gave
         // it (a standby, running or not); one that came up writable since is rewound anew.
-        if let Some(report) = rewind::load(&spec.dir, gen)? {
+        let saved = rewind::load(&spec.dir, gen)?;
+        if let Some(report) = &saved {
             if self.still_rewound(spec).await {
                 self.kill_held(spec, gen).await?;
                 self.configure_standby(spec, source)?;
                 self.ensure_running_held(spec, gen).await?;
-                return Ok(report);
+                return Ok(report.clone());
             }
         }
         self.kill_held(spec, gen).await?;
@@ -1229,6 +1230,8 @@ impl LocalAgent {
                 tracing::warn!(uid = %spec.uid, error = %e, "pg_rewind failed; re-seeding from a base backup");
                 let _ = std::fs::remove_file(spec.dir.join("seeded-from"));
                 self.seed_standby_held(spec, source, &|_| {}, gen).await?;
+                // What an earlier rewind of this generation lost stays lost.
+                let mut report = saved.unwrap_or(report);
                 report.reseeded = true;
                 rewind::save(&spec.dir, gen, &report)?;
                 return Ok(report);
@@ -1240,6 +1243,13 @@ impl LocalAgent {
         ) {
             report.lost_bytes = e.saturating_sub(d);
         }
+        // Nothing to rewind although this generation rewound the server before: it has not
+        // diverged since, and that rewind's report is the answer.
+        if report.diverged_at.is_none() {
+            if let Some(earlier) = saved {
+                report = earlier;
+            }
+        }
         // Written down before anything else: the rewind cannot be repeated to learn it.
         rewind::save(&spec.dir, gen, &report)?;
         // pg_rewind copied the source's configuration files; the standby settings go on top.
@@ -1248,15 +1258,11 @@ impl LocalAgent {
         Ok(report)
     }
 
-    /// Whether the server is a standby (running in recovery, or stopped in recovery — as
-    /// pg_rewind leaves it): still on the history a rewind gave it.
+    /// Whether the server is a standby by its control file — running or not, and also
+    /// while a standby still starts up and refuses connections ("in archive recovery", as
+    /// pg_rewind leaves it, or "shut down in recovery"): still on the history a rewind gave
+    /// it. A server that came up writable since says "in production".
     async fn still_rewound(&self, spec: &ServerSpec) -> bool {
-        if matches!(self.is_running(spec).await, Ok(true)) {
-            return self
-                .probe_ro(spec, false)
-                .await
-                .is_ok_and(|p| p.in_recovery);
-        }
         self.controldata(spec).await.is_ok_and(|cd| {
             cd.iter().any(|(k, v)| {
                 k == "Database cluster state"

@@ -20,7 +20,7 @@
 //!   beside a data directory).
 //!
 //! Tests steer it with faults ([`SimAgent::inject`]: fail, lose the reply after acting,
-//! hang, crash the server), knobs ([`SimAgent::write`], [`SimAgent::set_paused`],
+//! hang, act and never answer, crash the server), knobs ([`SimAgent::write`], [`SimAgent::set_paused`],
 //! [`SimAgent::set_isolated`], [`SimAgent::crash`]), and read it back with
 //! [`SimAgent::server`] and [`SimAgent::calls`].
 
@@ -1093,6 +1093,12 @@ impl InstanceAgent for SimAgent {
                 w.configure_standby(&spec.uid, source);
                 return Ok(report);
             }
+            let saved = w
+                .servers
+                .get(&spec.uid)
+                .and_then(|s| s.rewind_report.clone())
+                .filter(|(g, _)| *g == gen)
+                .map(|(_, r)| r);
             w.kill(&spec.uid);
             let old = w
                 .servers
@@ -1122,6 +1128,7 @@ impl InstanceAgent for SimAgent {
                     s.seeded_from = None;
                 }
                 w.seed(&spec.uid, source, &|_| {})?;
+                let mut report = saved.unwrap_or(report);
                 report.reseeded = true;
                 if let Some(s) = w.servers.get_mut(&spec.uid) {
                     s.rewind_report = Some((gen, report.clone()));
@@ -1141,6 +1148,12 @@ impl InstanceAgent for SimAgent {
                 s.databases = src.databases.clone();
                 s.logins = src.logins.clone();
                 s.geo_links = src.geo_links.clone();
+            }
+            // Nothing to rewind although this generation rewound it before: that report.
+            if report.diverged_at.is_none() {
+                if let Some(earlier) = saved {
+                    report = earlier;
+                }
             }
             if let Some(s) = w.servers.get_mut(&spec.uid) {
                 s.rewind_report = Some((gen, report.clone()));
