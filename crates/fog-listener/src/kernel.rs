@@ -174,7 +174,6 @@ pub(crate) struct Refused {
 
 /// Forward the session in the kernel until it ends or is fenced.
 pub(crate) async fn forward(
-    fwd: &Forwarder,
     shared: &Shared,
     client: TcpStream,
     upstream: TcpStream,
@@ -183,6 +182,13 @@ pub(crate) async fn forward(
     peer: SocketAddr,
     target: SocketAddr,
 ) -> Result<(), Refused> {
+    let Some(fwd) = shared.kernel.as_deref() else {
+        return Err(Refused {
+            client,
+            upstream,
+            reason: "the kernel data path is off".to_owned(),
+        });
+    };
     let cookies = match (
         rustix::net::sockopt::socket_cookie(&client),
         rustix::net::sockopt::socket_cookie(&upstream),
