@@ -212,6 +212,11 @@ pub(crate) async fn forward(
             return Ok(());
         }
     };
+    // Fenced while connecting: never hand the session to the kernel (dropping closes both).
+    if state.borrow().epoch != epoch {
+        tracing::info!(%peer, %target, "closing connection before forwarding: fenced");
+        return Ok(());
+    }
     let mut session = Session {
         fwd,
         client: Side::new(client, cookies.0),
