@@ -21,7 +21,7 @@
 //!
 //! The harness checks its preconditions and stops rather than report nonsense: tools
 //! present, the kernel path really in use, every pgbench run exits 0, reports no failed
-//! transactions, and logs as many transactions as it reports.
+//! transactions, and logs (within 2 %) as many transactions as it reports.
 //!
 //! Writes its section of `BENCHMARKS.md` (between `<!-- listener:start -->` and
 //! `<!-- listener:end -->`) unless `--no-write`.
@@ -363,10 +363,12 @@ fn pgbench(args: &Args, addr: SocketAddr, w: Workload, clients: u32, log: &Path)
         }
         std::fs::remove_file(entry.path())?;
     }
+    // pgbench now and then logs about 1 % fewer transactions than it counts at the end of
+    // a `-T` run; more than 2 % missing (or any extra) means the log is not this run's.
+    let logged = latencies_us.len() as u64;
     ensure!(
-        latencies_us.len() as u64 == processed,
-        "pgbench logged {} transactions but reports {processed}",
-        latencies_us.len()
+        logged <= processed && logged * 100 >= processed * 98,
+        "pgbench logged {logged} transactions but reports {processed}"
     );
     Ok(Run { tps, latencies_us })
 }

@@ -115,18 +115,16 @@ async fn proxy(
     if let Err(e) = upstream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY on upstream socket");
     }
-    let (client, upstream) = match &shared.kernel {
-        Some(_) => {
-            match crate::kernel::forward(shared, client, upstream, state, epoch, peer, target).await
-            {
-                Ok(()) => return,
-                Err(refused) => {
-                    tracing::debug!(%peer, %target, reason = %refused.reason, "kernel forwarding refused; copying in user space");
-                    (refused.client, refused.upstream)
-                }
+    let (client, upstream) = if shared.kernel.is_some() {
+        match crate::kernel::forward(shared, client, upstream, state, epoch, peer, target).await {
+            Ok(()) => return,
+            Err(refused) => {
+                tracing::debug!(%peer, %target, reason = %refused.reason, "kernel forwarding refused; copying in user space");
+                (refused.client, refused.upstream)
             }
         }
-        None => (client, upstream),
+    } else {
+        (client, upstream)
     };
     tracing::debug!(%peer, %target, epoch, "proxying");
     let mut client = Counted {

@@ -173,7 +173,6 @@ pub(crate) struct Refused {
 }
 
 /// Forward the session in the kernel until it ends or is fenced.
-/// (`shared.kernel` must be set: without it the sockets come back refused.)
 pub(crate) async fn forward(
     shared: &Shared,
     client: TcpStream,
@@ -183,11 +182,11 @@ pub(crate) async fn forward(
     peer: SocketAddr,
     target: SocketAddr,
 ) -> Result<(), Refused> {
-    let Some(fwd) = shared.kernel.as_ref() else {
+    let Some(fwd) = shared.kernel.as_deref() else {
         return Err(Refused {
             client,
             upstream,
-            reason: "the kernel data path is not in use".into(),
+            reason: "the kernel data path is off".to_owned(),
         });
     };
     let cookies = match (
@@ -213,6 +212,11 @@ pub(crate) async fn forward(
             return Ok(());
         }
     };
+    // Fenced while connecting: never hand the session to the kernel (dropping closes both).
+    if state.borrow().epoch != epoch {
+        tracing::info!(%peer, %target, "closing connection before forwarding: fenced");
+        return Ok(());
+    }
     let mut session = Session {
         fwd,
         client: Side::new(client, cookies.0),

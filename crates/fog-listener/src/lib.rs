@@ -24,9 +24,9 @@
 //! **Data path.** Once a connection's upstream socket is connected, its bytes are moved
 //! either by the kernel (an eBPF sockmap redirects each socket's input to its peer; see
 //! `kernel.rs`) or by a user-space copy loop. [`ListenerConfig::data_path`] chooses
-//! ([`DataPath`]; default from `FOGD_LISTENER_DATA_PATH`, else `auto`: the kernel when the
-//! BPF program loads, the copy loop otherwise). Fencing, holding, refusing and the counters
-//! are the same on both.
+//! ([`DataPath`]; default from `FOGD_LISTENER_DATA_PATH`, else the copy loop, which measured
+//! faster under CPU contention; `auto` takes the kernel when the BPF program loads, the copy
+//! loop otherwise). Fencing, holding, refusing and the counters are the same on both.
 //!
 //! **Hostile input.** The listener faces arbitrary sockets: every read it makes itself is
 //! bounded in time and size, and a bad client can only end its own connection.
@@ -112,17 +112,18 @@ impl DataPath {
         }
     }
 
-    /// The choice in `FOGD_LISTENER_DATA_PATH`; [`DataPath::Auto`] when unset, or (with a
-    /// warning) when it is not one of the three names.
+    /// The choice in `FOGD_LISTENER_DATA_PATH`; when unset, [`DataPath::Userspace`], the
+    /// path that measured faster on a busy 2-core machine (`BENCHMARKS.md`, "Listener data
+    /// path"), also (with a warning) when it is not one of the three names.
     pub fn from_env() -> DataPath {
         match std::env::var(Self::ENV) {
-            Err(_) => DataPath::Auto,
+            Err(_) => DataPath::Userspace,
             Ok(value) => DataPath::parse(&value).unwrap_or_else(|| {
                 tracing::warn!(
                     env = Self::ENV, %value,
-                    "unknown listener data path (expected auto, kernel or userspace); using auto"
+                    "unknown listener data path (expected auto, kernel or userspace); using userspace"
                 );
-                DataPath::Auto
+                DataPath::Userspace
             }),
         }
     }

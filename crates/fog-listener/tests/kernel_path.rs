@@ -391,3 +391,13 @@ fn fallback_when_bpf_is_refused() {
     assert!(text.contains("1 passed"), "child test did not run: {text}");
     assert!(text.contains("kernel path refused as expected"), "{text}");
 }
+
+#[test]
+fn data_path_names_parse() {
+    assert_eq!(DataPath::parse("auto"), Some(DataPath::Auto));
+    assert_eq!(DataPath::parse(" Kernel "), Some(DataPath::Kernel));
+    assert_eq!(DataPath::parse("userspace"), Some(DataPath::Userspace));
+    assert_eq!(DataPath::parse("user-space"), Some(DataPath::Userspace));
+    assert_eq!(DataPath::parse("splice"), None);
+    assert_eq!(DataPath::ENV, "FOGD_LISTENER_DATA_PATH");
+}
