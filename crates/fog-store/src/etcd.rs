@@ -83,6 +83,36 @@ fn is_unreached(e: &etcd_client::Error) -> bool {
     m.contains("tcp connect error") || m.contains("Connection refused")
 }
 
+/// Whether a commit was refused before it could apply: the request never reached a member,
+/// or the member had no leader (`require_leader` refuses such requests up front). Safe to
+/// send again.
+fn is_refused_unapplied(e: &etcd_client::Error) -> bool {
+    is_unreached(e) || message(e).contains("no leader")
+}
+
+/// Whether a read failed for a reason that passes (a member going down, a leader election):
+/// a read changes nothing, so it is simply sent again.
+fn is_transient(e: &etcd_client::Error) -> bool {
+    if is_refused_unapplied(e) {
+        return true;
+    }
+    // The message and the error's display (which names the gRPC code, e.g. Unavailable).
+    let m = format!("{} {e}", message(e)).to_ascii_lowercase();
+    [
+        "leader changed",
+        "transport",
+        "connection",
+        "broken pipe",
+        "unavailable",
+        "timed out",
+        "h2 protocol",
+        "stream closed",
+        "error trying to connect",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
+}
+
 fn is_compacted(e: &etcd_client::Error) -> bool {
     message(e).contains("required revision has been compacted")
 }
@@ -209,12 +239,40 @@ impl EtcdStore {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
+        self.call_retrying(what, is_refused_unapplied, f).await
+    }
+
+    /// [`Self::call`] for a request that changes nothing: sent again on any transient
+    /// failure too (a member going down mid-request, a leader election), within the same
+    /// request timeout.
+    async fn read<T, F, Fut>(
+        &self,
+        what: &str,
+        f: F,
+    ) -> Result<Result<T, etcd_client::Error>, StoreError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.call_retrying(what, is_transient, f).await
+    }
+
+    async fn call_retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        again: fn(&etcd_client::Error) -> bool,
+        f: F,
+    ) -> Result<Result<T, etcd_client::Error>, StoreError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
         let attempts = async {
             let mut pause = Duration::from_millis(10);
             loop {
                 match f(self.client.clone()).await {
-                    Err(e) if is_unreached(&e) => {
-                        tracing::debug!(error = %e, "etcd {what}: member unreachable; sending again");
+                    Err(e) if again(&e) => {
+                        tracing::debug!(error = %e, "etcd {what}: member unreachable or no leader; sending again");
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_millis(500));
                     }
@@ -257,7 +315,7 @@ impl EtcdStore {
             }
             let key = start.clone();
             let resp = self
-                .call("range", |mut c| {
+                .read("range", |mut c| {
                     let (key, options) = (key.clone(), options.clone());
                     async move { c.get(key, Some(options)).await }
                 })
@@ -422,7 +480,7 @@ impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
         let full = self.full(key);
         let resp = self
-            .call("get", |mut c| {
+            .read("get", |mut c| {
                 let full = full.clone();
                 async move { c.get(full, None).await }
             })
@@ -543,7 +601,7 @@ impl Store for EtcdStore {
     async fn revision(&self) -> Result<u64, StoreError> {
         let key = self.full("");
         let resp = self
-            .call("revision", |mut c| {
+            .read("revision", |mut c| {
                 let key = key.clone();
                 async move {
                     c.get(key, Some(GetOptions::new().with_keys_only().with_limit(1)))
@@ -571,7 +629,7 @@ impl Store for EtcdStore {
                 .with_limit(1)
                 .with_revision(start as i64);
             match self
-                .call("watch_from", |mut c| {
+                .read("watch_from", |mut c| {
                     let (key, options) = (key.clone(), options.clone());
                     async move { c.get(key, Some(options)).await }
                 })
@@ -659,7 +717,7 @@ impl Store for EtcdStore {
     /// by 3 s): a member that does not answer is listed unhealthy with the reason.
     async fn members(&self) -> Result<Vec<crate::StoreMember>, StoreError> {
         let list = self
-            .call("member list", |mut c| async move { c.member_list().await })
+            .read("member list", |mut c| async move { c.member_list().await })
             .await?
             .map_err(|e| etcd_err("member list", e))?;
         let mut out = Vec::new();
@@ -696,7 +754,7 @@ impl EtcdStore {
         let leases: Vec<LeaseId> = writes.iter().filter_map(|w| w.lease).collect();
         for &lease in &leases {
             let gone = self
-                .call("lease ttl", |mut c| async move {
+                .read("lease ttl", |mut c| async move {
                     c.lease_time_to_live(lease.0, None).await
                 })
                 .await

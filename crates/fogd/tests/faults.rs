@@ -499,7 +499,8 @@ async fn database_requests_racing_a_failover_leave_no_ghosts() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             fo = g.f.send(Method::POST, &failover, None).await;
         }
-        assert_eq!(g.f.wait_operation(&fo).await["status"], "Succeeded");
+        let done = g.f.wait_operation(&fo).await;
+        assert_eq!(done["status"], "Succeeded", "round {round}: {done:#}");
         std::mem::swap(&mut primary_at, &mut secondary_at);
         // Every database record is settled, on both members.
         for (rg, mi) in [("rg-east", "fog-ghost-a"), ("rg-west", "fog-ghost-b")] {
