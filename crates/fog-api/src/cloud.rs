@@ -1,7 +1,8 @@
 //! What Azure's own tools need from a cloud besides `Microsoft.Sql`: the sign-in surface
 //! and the tenant-level ARM resources.
 //!
-//! Without a token ([`public`]):
+//! Without a token ([`public_endpoint`], answered by [`public`]; the auth layer lets these
+//! through):
 //! - `GET /metadata/endpoints` — the cloud's endpoints, read by `az cloud register
 //!   --endpoint-resource-manager`;
 //! - the ADFS-shaped authority `{base}/adfs` (MSAL trusts an ADFS authority without asking
@@ -20,7 +21,9 @@
 //!
 //! Paths match case-insensitively, like the rest of ARM.
 
-use super::{json, query_param, Api};
+use crate::auth::same;
+use crate::respond::{json, query_param, store_err};
+use crate::Api;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -46,15 +49,23 @@ fn lower(segs: &[String]) -> Vec<String> {
     segs.iter().map(|s| s.to_ascii_lowercase()).collect()
 }
 
-/// Answers the requests that need no token; `None` for every other request.
-pub(crate) async fn public(
-    api: &Api,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Result<Bytes, ArmError>,
-) -> Option<Result<Response, ArmError>> {
-    let identity = api.config.identity.as_ref()?;
+/// An endpoint that needs no token.
+pub(crate) enum Public {
+    /// `GET /metadata/endpoints`.
+    Metadata,
+    /// `GET /msi/token`.
+    ManagedIdentityToken,
+    /// `GET {authority}[/v2.0]/.well-known/openid-configuration`, with the authority's URL.
+    OpenIdConfiguration { authority: String },
+    /// `GET {authority}/discovery[/v2.0]/keys`.
+    Keys,
+    /// `POST {authority}/oauth2[/v2.0]/token`.
+    Token,
+}
+
+/// Which public endpoint the request is to; `None` for every other request (those need
+/// a token).
+pub(crate) fn public_endpoint(identity: &Identity, method: &Method, uri: &Uri) -> Option<Public> {
     let segs = segments(uri);
     let l = lower(&segs);
     let l: Vec<&str> = l.iter().map(String::as_str).collect();
@@ -70,34 +81,49 @@ pub(crate) async fn public(
         known.then_some(1)
     };
     match (method.clone(), l.as_slice()) {
-        (Method::GET, ["metadata", "endpoints"]) => Some(Ok(json(
-            StatusCode::OK,
-            metadata(identity, &api.config.dns_suffix),
-        ))),
-        (Method::GET, ["msi", "token"]) => {
-            Some(managed_identity_token(identity, api, uri, headers).await)
-        }
+        (Method::GET, ["metadata", "endpoints"]) => Some(Public::Metadata),
+        (Method::GET, ["msi", "token"]) => Some(Public::ManagedIdentityToken),
         (m, rest) if authority_rest(rest).is_some() => {
             let tail = &rest[1..];
-            let authority = format!("{base}/{}", segs[0]);
             match (m, tail) {
                 (Method::GET, [".well-known", "openid-configuration"])
-                | (Method::GET, ["v2.0", ".well-known", "openid-configuration"]) => Some(Ok(json(
-                    StatusCode::OK,
-                    openid_configuration(identity, &authority),
-                ))),
+                | (Method::GET, ["v2.0", ".well-known", "openid-configuration"]) => {
+                    Some(Public::OpenIdConfiguration {
+                        authority: format!("{base}/{}", segs[0]),
+                    })
+                }
                 (Method::GET, ["discovery", "keys"])
-                | (Method::GET, ["discovery", "v2.0", "keys"]) => {
-                    Some(Ok(json(StatusCode::OK, identity.key().jwks())))
-                }
+                | (Method::GET, ["discovery", "v2.0", "keys"]) => Some(Public::Keys),
                 (Method::POST, ["oauth2", "token"])
-                | (Method::POST, ["oauth2", "v2.0", "token"]) => {
-                    Some(Ok(token(identity, body).await))
-                }
+                | (Method::POST, ["oauth2", "v2.0", "token"]) => Some(Public::Token),
                 _ => None,
             }
         }
         _ => None,
+    }
+}
+
+/// Answers a request to a public endpoint.
+pub(crate) async fn public(
+    api: &Api,
+    identity: &Identity,
+    endpoint: Public,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Result<Bytes, ArmError>,
+) -> Result<Response, ArmError> {
+    match endpoint {
+        Public::Metadata => Ok(json(
+            StatusCode::OK,
+            metadata(identity, &api.config.dns_suffix),
+        )),
+        Public::ManagedIdentityToken => managed_identity_token(identity, api, uri, headers).await,
+        Public::OpenIdConfiguration { authority } => Ok(json(
+            StatusCode::OK,
+            openid_configuration(identity, &authority),
+        )),
+        Public::Keys => Ok(json(StatusCode::OK, identity.key().jwks())),
+        Public::Token => Ok(token(identity, body).await),
     }
 }
 
@@ -247,7 +273,7 @@ async fn managed_identity_token(
         .get("x-identity-header")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !super::same(presented.as_bytes(), mi.header_secret.as_bytes()) {
+    if !same(presented.as_bytes(), mi.header_secret.as_bytes()) {
         return Ok(json(
             StatusCode::UNAUTHORIZED,
             serde_json::json!({"statusCode": 401, "message": "The X-IDENTITY-HEADER header is missing or wrong."}),
@@ -256,7 +282,7 @@ async fn managed_identity_token(
     let resource = query_param(uri, "resource").unwrap_or_default();
     let sp = principal::get(identity.store().as_ref(), &mi.app_id)
         .await
-        .map_err(super::store_err)?
+        .map_err(store_err)?
         .ok_or_else(|| ArmError::internal("fogd's managed identity is missing"))?;
     let audience = identity
         .settings()
@@ -611,7 +637,7 @@ async fn service_principals(
     let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
     match (method.clone(), lower.as_slice()) {
         (Method::GET, []) => {
-            let list = principal::list(store).await.map_err(super::store_err)?;
+            let list = principal::list(store).await.map_err(store_err)?;
             let value: Vec<_> = list.iter().map(|p| p.view()).collect();
             Ok(json(StatusCode::OK, serde_json::json!({ "value": value })))
         }
@@ -626,7 +652,7 @@ async fn service_principals(
         (Method::GET, [_]) => {
             let p = principal::find(store, &rest[0])
                 .await
-                .map_err(super::store_err)?
+                .map_err(store_err)?
                 .ok_or_else(|| sp_not_found(&rest[0]))?;
             Ok(json(StatusCode::OK, p.value.view()))
         }
