@@ -19,14 +19,16 @@
 //! even rounds, the etcd one first in odd rounds; each switch goes the other way from the
 //! previous one on that store.
 //!
-//! 1. **planned failover** (`--runs`): `POST …/failover` at the secondary's location,
+//! 1. **forced failover** first (`--forced-runs`, `…/forceFailoverAllowDataLoss`): request
+//!    → the writer's first commit on the new primary; then the same settling as below. They
+//!    come first because each re-attaches the old primary, which takes longer the more the
+//!    writers have written.
+//! 2. **planned failover** (`--runs`): `POST …/failover` at the secondary's location,
 //!    polling the `Azure-AsyncOperation` every 20 ms until `Succeeded`. The **window** is
 //!    the largest gap between consecutive commits of that store's writer within
 //!    [request − 0.1 s, completion + 1 s] (clamped to that store's next request), as in
 //!    `failover`. After each switch: the writer committed on the new primary, the old
 //!    primary streams from it, 300 ms pause.
-//! 2. **forced failover** (`--forced-runs`, `…/forceFailoverAllowDataLoss`): request →
-//!    the writer's first commit on the new primary; then the same settling.
 //! 3. **API latency** (`--api-requests`), per request alternating which store goes first,
 //!    on a kept-alive HTTPS connection: `GET` of the group, `GET` of the groups at a
 //!    location (list), and `PUT` of the group (the same Manual-policy body) until the
@@ -80,7 +82,7 @@ struct Args {
     /// Planned failovers per store, interleaved.
     #[arg(long, default_value_t = 20)]
     runs: usize,
-    /// Forced failovers per store, interleaved, after the planned ones.
+    /// Forced failovers per store, interleaved, before the planned ones.
     #[arg(long, default_value_t = 6)]
     forced_runs: usize,
     /// API requests of each kind per store (GET group, list, PUT), interleaved.
@@ -532,6 +534,19 @@ async fn measure(args: &Args, bin: &Path, root: &Path) -> Result<Results> {
     eprintln!("set up in {:.1} s", t0.elapsed().as_secs_f64());
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    for i in 0..args.forced_runs {
+        for k in [i % 2, 1 - i % 2] {
+            let s = &mut sides[k];
+            let r = s.failover("forceFailoverAllowDataLoss", t0).await?;
+            eprintln!(
+                "forced {} {}: first write {:.0} ms",
+                i + 1,
+                s.name,
+                (r.first - r.req) * 1000.0
+            );
+            s.forced.push(r);
+        }
+    }
     for i in 0..args.runs {
         for k in [i % 2, 1 - i % 2] {
             let s = &mut sides[k];
@@ -544,19 +559,6 @@ async fn measure(args: &Args, bin: &Path, root: &Path) -> Result<Results> {
                 (r.first - r.req) * 1000.0
             );
             s.planned.push(r);
-        }
-    }
-    for i in 0..args.forced_runs {
-        for k in [i % 2, 1 - i % 2] {
-            let s = &mut sides[k];
-            let r = s.failover("forceFailoverAllowDataLoss", t0).await?;
-            eprintln!(
-                "forced {} {}: first write {:.0} ms",
-                i + 1,
-                s.name,
-                (r.first - r.req) * 1000.0
-            );
-            s.forced.push(r);
         }
     }
     for i in 0..args.api_requests {
@@ -577,15 +579,22 @@ async fn measure(args: &Args, bin: &Path, root: &Path) -> Result<Results> {
             .take()
             .ok_or_else(|| anyhow!("{}: no writer", s.name))?;
         let (commits, errors) = w.finish().await?;
-        let reqs: Vec<f64> = s
+        let mut reqs: Vec<f64> = s
             .planned
             .iter()
             .chain(s.forced.iter())
             .map(|r| r.req)
             .collect();
+        reqs.sort_by(f64::total_cmp);
         let mut windows = Vec::new();
         for (i, r) in s.planned.iter().enumerate() {
-            let hi = (r.done + AFTER).min(reqs.get(i + 1).copied().unwrap_or(f64::INFINITY));
+            // Clamped to this store's next switch request.
+            let next = reqs
+                .iter()
+                .copied()
+                .find(|&t| t > r.req)
+                .unwrap_or(f64::INFINITY);
+            let hi = (r.done + AFTER).min(next);
             let lo = r.req - BEFORE;
             let gap = largest_gap(&commits, lo, hi)
                 .ok_or_else(|| anyhow!("{}: planned {}: no commits around it", s.name, i + 1))?;
