@@ -321,7 +321,8 @@ async fn ids(v: &Value) -> BTreeSet<i64> {
 #[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_owner_of_a_planned_failover_is_replaced_at_every_step() {
-    let c = Cluster::new(1, vec![]).await;
+    // Three etcd members, as a real cluster runs.
+    let c = Cluster::new(3, vec![]).await;
     let mut n1 = c.node(1, &[]).await;
     let n2 = c.node(2, &[]).await;
     let parts =
@@ -435,7 +436,7 @@ async fn killed_owner_of_a_planned_failover_is_replaced_at_every_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_monitor_node_under_automatic_policy_still_fails_over() {
     let c = Cluster::new(
-        1,
+        3,
         vec![
             ("FOGD_MIN_GRACE_PERIOD_MINUTES", "1"),
             ("FOGD_GRACE_PERIOD_UNIT_MS", "2000"),
