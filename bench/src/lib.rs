@@ -231,3 +231,4 @@ pub async fn wait_for_api_url(
 pub mod campaign;
 pub mod fogd;
 pub mod servers;
+pub mod writer;

@@ -38,6 +38,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use fog_bench::fogd::{Fogd, API};
 use fog_bench::servers::{endpoint, Addr};
+use fog_bench::writer::{ADMIN, DATABASE, PASSWORD};
 use fog_bench::{
     days_from_civil, from_root, git_commit, machine, median, pg_user, utc_now, write_section,
     PgUser,
@@ -50,13 +51,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const ADMIN: &str = "fogadmin";
-const PASSWORD: &str = "Bench-Passw0rd-123";
 const RG_PRIMARY: &str = "rg-bench-east";
 const RG_SECONDARY: &str = "rg-bench-west";
 const PRIMARY_LOCATION: &str = "eastus";
 const SECONDARY_LOCATION: &str = "westus";
-const DATABASE: &str = "bench";
 /// The target: fogd seeding at least this fraction of bare pg_basebackup.
 const TARGET_RATIO: f64 = 0.9;
 const START_MARKER: &str = "<!-- seeding:start -->";

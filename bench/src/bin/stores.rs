@@ -46,7 +46,8 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use fog_bench::fogd::{Fogd, API};
-use fog_bench::servers::{addr_at, connect_as, endpoint, Addr};
+use fog_bench::servers::{addr_at, endpoint, Addr};
+use fog_bench::writer::{connect, Clock, Commit, Writer, ADMIN, DATABASE, PASSWORD};
 use fog_bench::{from_root, git_commit, machine, median, pg_user, utc_now, write_section};
 use fog_store::testing::EtcdCluster;
 use reqwest::{Method, StatusCode};
@@ -54,17 +55,12 @@ use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const ADMIN: &str = "fogadmin";
-const PASSWORD: &str = "Bench-Passw0rd-123";
 const RG_EAST: &str = "rg-bench-east";
 const RG_WEST: &str = "rg-bench-west";
 const EAST: &str = "eastus";
 const WEST: &str = "westus";
-const DATABASE: &str = "bench";
 const GROUP: &str = "bench-fo";
 const START_MARKER: &str = "<!-- stores:start -->";
 const END_MARKER: &str = "<!-- stores:end -->";
@@ -105,109 +101,6 @@ struct Args {
     /// Keep the temporary directory (both fogds' logs and data directories).
     #[arg(long)]
     keep: bool,
-}
-
-async fn connect(a: &Addr, db: &str, timeout: Duration) -> Result<tokio_postgres::Client> {
-    connect_as(a, db, ADMIN, PASSWORD, timeout).await
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Commit {
-    t: f64,
-    port: u16,
-}
-
-/// A writer through one read-write listener (as in `failover`).
-struct Writer {
-    commits: Arc<Mutex<Vec<Commit>>>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<u64>,
-}
-
-async fn insert(c: &tokio_postgres::Client, id: i64) -> Result<u16> {
-    let msgs = c
-        .simple_query(&format!(
-            "INSERT INTO w(id) VALUES ({id}) RETURNING inet_server_port()"
-        ))
-        .await?;
-    msgs.iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0),
-            _ => None,
-        })
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| anyhow!("INSERT returned no port"))
-}
-
-impl Writer {
-    fn spawn(addr: Addr, t0: Instant) -> Self {
-        let commits = Arc::new(Mutex::new(Vec::<Commit>::with_capacity(1 << 20)));
-        let stop = Arc::new(AtomicBool::new(false));
-        let task = {
-            let (commits, stop) = (commits.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut conn: Option<tokio_postgres::Client> = None;
-                let mut id = 0i64;
-                let mut errors = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let c = match conn.take() {
-                        Some(c) => c,
-                        None => match connect(&addr, DATABASE, Duration::from_secs(10)).await {
-                            Ok(c) => c,
-                            Err(_) => {
-                                errors += 1;
-                                tokio::time::sleep(Duration::from_millis(2)).await;
-                                continue;
-                            }
-                        },
-                    };
-                    id += 1;
-                    match insert(&c, id).await {
-                        Ok(port) => {
-                            let t = t0.elapsed().as_secs_f64();
-                            if let Ok(mut l) = commits.lock() {
-                                l.push(Commit { t, port });
-                            }
-                            conn = Some(c);
-                        }
-                        Err(_) => errors += 1,
-                    }
-                }
-                errors
-            })
-        };
-        Writer {
-            commits,
-            stop,
-            task,
-        }
-    }
-
-    fn first_on(&self, port: u16, after: f64) -> Option<f64> {
-        let l = self.commits.lock().ok()?;
-        let start = l.partition_point(|c| c.t <= after);
-        l[start..].iter().find(|c| c.port == port).map(|c| c.t)
-    }
-
-    async fn wait_for(&self, port: u16, after: f64, what: &str) -> Result<f64> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(t) = self.first_on(port, after) {
-                return Ok(t);
-            }
-            if Instant::now() > deadline {
-                bail!("{what}: no commit on port {port} within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    async fn finish(self) -> Result<(Vec<Commit>, u64)> {
-        self.stop.store(true, Ordering::Relaxed);
-        let errors = self.task.await.context("writer task")?;
-        let commits = self.commits.lock().map(|l| l.clone()).unwrap_or_default();
-        Ok((commits, errors))
-    }
 }
 
 fn largest_gap(commits: &[Commit], lo: f64, hi: f64) -> Option<f64> {
@@ -301,7 +194,7 @@ impl Side {
         bin: &Path,
         root: &Path,
         env: &[(&str, &str)],
-        t0: Instant,
+        t0: Clock,
     ) -> Result<Self> {
         let user = pg_user(&args.pg_os_user)?;
         let dir = root.join(name);
@@ -359,7 +252,7 @@ impl Side {
             "readWrite listener",
         )?;
         wait_streaming(&sb, &format!("{name}: b")).await?;
-        let w = Writer::spawn(rw, t0);
+        let w = Writer::spawn(vec![rw], Duration::from_secs(10), t0);
         w.wait_for(sa.port, 0.0, &format!("{name} writer")).await?;
         side.writer = Some(w);
         Ok(side)
@@ -390,13 +283,13 @@ impl Side {
     }
 
     /// One failover (`failover` or `forceFailoverAllowDataLoss`), then settling.
-    async fn failover(&mut self, action: &str, t0: Instant) -> Result<Switch> {
+    async fn failover(&mut self, action: &str, t0: Clock) -> Result<Switch> {
         let new = 1 - self.primary;
         let (rg, loc, new_addr) = self.members[new].clone();
         let old_addr = self.members[self.primary].2.clone();
         let url = format!("{}/{action}?{API}", self.fogd.group_path(rg, loc, GROUP));
         let what = format!("{}: {action}", self.name);
-        let req = t0.elapsed().as_secs_f64();
+        let req = t0.now();
         let r = self.fogd.send(Method::POST, &url, None).await?;
         if r.status != StatusCode::ACCEPTED {
             bail!("{what}: {} {}", r.status, r.body);
@@ -405,7 +298,7 @@ impl Side {
             .header("azure-asyncoperation")
             .ok_or_else(|| anyhow!("{what}: no Azure-AsyncOperation header"))?;
         self.fogd.wait_succeeded(&op, &what, POLL).await?;
-        let done = t0.elapsed().as_secs_f64();
+        let done = t0.now();
         self.primary = new;
         let first = self.writer()?.wait_for(new_addr.port, req, &what).await?;
         wait_streaming(&old_addr, &format!("{what}: old primary")).await?;
@@ -509,7 +402,7 @@ struct SideResult {
 }
 
 async fn measure(args: &Args, bin: &Path, root: &Path) -> Result<Results> {
-    let t0 = Instant::now();
+    let t0 = Clock::new();
     let etcd = EtcdCluster::start(1)
         .await
         .map_err(|e| anyhow!("start etcd: {e}"))?;
@@ -531,7 +424,7 @@ async fn measure(args: &Args, bin: &Path, root: &Path) -> Result<Results> {
         bail!("the fogds are not on the stores they should be (fogd logs: 'metadata in etcd')");
     }
     let mut sides = [sqlite, etcd_side];
-    eprintln!("set up in {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!("set up in {:.1} s", t0.now());
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     for i in 0..args.forced_runs {
@@ -570,7 +463,7 @@ async fn measure(args: &Args, bin: &Path, root: &Path) -> Result<Results> {
         }
     }
     etcd_serves(&etcd, "at the end").await?;
-    let elapsed = t0.elapsed().as_secs_f64();
+    let elapsed = t0.now();
 
     let mut out = Vec::new();
     for s in &mut sides {
@@ -578,7 +471,7 @@ async fn measure(args: &Args, bin: &Path, root: &Path) -> Result<Results> {
             .writer
             .take()
             .ok_or_else(|| anyhow!("{}: no writer", s.name))?;
-        let (commits, errors) = w.finish().await?;
+        let (commits, _drops, errors) = w.finish().await?;
         let mut reqs: Vec<f64> = s
             .planned
             .iter()
