@@ -72,6 +72,12 @@ impl<S> EnvelopeStream<S> {
 /// The envelope response standing for `head`, if `head` is exactly one of hyper's automatic
 /// parse-error responses: a whole `HTTP/1.1 400|414|431` head with `content-length: 0`.
 pub fn replacement_for(head: &[u8]) -> Option<Vec<u8>> {
+    // Every write of every response passes here: reject anything else on its first bytes,
+    // before looking at the whole buffer.
+    const CANDIDATES: [&[u8]; 3] = [b"HTTP/1.1 400 ", b"HTTP/1.1 414 ", b"HTTP/1.1 431 "];
+    if head.len() > 512 || !CANDIDATES.iter().any(|c| head.starts_with(c)) {
+        return None;
+    }
     let text = std::str::from_utf8(head).ok()?;
     let rest = text.strip_prefix("HTTP/1.1 ")?;
     let header_block = rest.strip_suffix("\r\n\r\n")?;
